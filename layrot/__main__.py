@@ -1,0 +1,3 @@
+from layrot.cli import main
+
+raise SystemExit(main())
