@@ -1,0 +1,267 @@
+"""Sweep spec files: YAML in, a validated grid out, before anything is launched.
+
+A spec names one sweep (one Tune experiment, one folder per store table). Its grid is the
+product of five axes; everything else is fixed for every trial::
+
+    name: quick                      # optional, default: the file name without .yaml
+    description: free text
+    tasks: [fmnist]                  # trainables task names
+    optimizers: [sgd+layca, sgd, sgd_l2, adam, adam+layca]   # "+layca" wraps it in Layca
+    alpha: [0.0]                     # eq. 1 multipliers, each in [-1, 1]          (default [0])
+    rho0: [3^-7..3^2]                # powers of 3 ("3^k", ranges "3^a..3^b") or positive numbers
+    seeds: [0]                       #                                              (default [0])
+    epochs: 5                        # override the task's epochs (milestones scale with it)
+    data_fraction: 1.0               # fraction of every split
+    train: {device: auto}            # any other trainables.config key, fixed for every trial
+    resources: {cpus: 1, gpus: 0.25} # per trial; fractional GPUs let small trials share one
+    max_failures: 2                  # retries of a failing trial, each from its last checkpoint
+
+The values are checked by ``trainables.config.resolve`` (the same check a single training
+gets), so a spec accepts exactly what a trial accepts. A study is a few such files.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from sweeps.schema import check_sweep_name
+from trainables.config import TrainConfig, resolve
+from trainables.optimizers import OPTIMIZERS
+
+LAYCA_SUFFIX = "+layca"
+DEFAULT_RHO0 = ["3^-7..3^2"]  # the paper's grid
+AXES = ("tasks", "optimizers", "alpha", "rho0", "seeds")
+# spec axis -> the trainables config key each value fills
+AXIS_KEYS = {"tasks": "task", "optimizers": "optimizer", "alpha": "alpha", "rho0": "rho0", "seeds": "seed"}
+KEYS = ("name", "description", *AXES, "epochs", "data_fraction", "train", "resources", "max_failures")
+RESOURCE_KEYS = ("cpus", "gpus")
+SMOKE_EPOCHS = 2
+SMOKE_DATA_FRACTION = 0.05
+SMOKE_AXIS_VALUES = 2
+
+_POWER = re.compile(r"^3\^(-?\d+)$")
+_POWER_RANGE = re.compile(r"^3\^(-?\d+)\s*\.\.\s*3\^(-?\d+)$")
+
+
+def split_optimizer(entry: str) -> tuple[str, bool]:
+    """'adam+layca' -> ('adam', True); 'sgd_l2' -> ('sgd_l2', False)."""
+    if entry.endswith(LAYCA_SUFFIX):
+        return entry[: -len(LAYCA_SUFFIX)], True
+    return entry, False
+
+
+def trial_config(params: dict) -> dict:
+    """The trainables config of one grid point (a Tune trial's config): the optimizer entry
+    becomes the ``optimizer`` and ``layca`` keys; keys starting with "_" pass through."""
+    optimizer, layca = split_optimizer(params["optimizer"])
+    return {**params, "optimizer": optimizer, "layca": layca}
+
+
+def parse_rho0(item: object) -> list[float]:
+    """One rho0 list item: a number, '3^k' or the inclusive exponent range '3^a..3^b'."""
+    if isinstance(item, bool):
+        raise ValueError(f"{item!r} is not a rate; write a number, '3^k' or '3^a..3^b'")
+    if isinstance(item, (int, float)):
+        return [float(item)]
+    if isinstance(item, str):
+        text = item.strip()
+        if m := _POWER.match(text):
+            return [3.0 ** int(m.group(1))]
+        if m := _POWER_RANGE.match(text):
+            a, b = int(m.group(1)), int(m.group(2))
+            step = 1 if b >= a else -1
+            return [3.0**k for k in range(a, b + step, step)]
+        try:
+            return [float(text)]  # YAML 1.1 reads "1e-3" as text
+        except ValueError:
+            pass
+    raise ValueError(f"{item!r} is not a rate; write a number, '3^k' or '3^a..3^b'")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    tasks: tuple[str, ...]
+    optimizers: tuple[str, ...]        # entries as written: "sgd", "adam+layca", ...
+    alpha: tuple[float, ...]
+    rho0: tuple[float, ...]
+    seeds: tuple[int, ...]
+    fixed: dict = field(default_factory=dict)   # trainables config keys shared by every trial
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_failures: int = 2
+    description: str = ""
+    source: str = ""
+
+    def axes(self) -> dict[str, tuple]:
+        """Trial config key -> the grid values, in the order the grid is expanded."""
+        return {AXIS_KEYS[a]: getattr(self, a) for a in AXES}
+
+    @property
+    def num_trials(self) -> int:
+        return math.prod(len(v) for v in self.axes().values())
+
+    def trial_configs(self) -> list[dict]:
+        """Every grid point as a trainables config (what each trial trains)."""
+        keys = list(self.axes())
+        return [
+            trial_config({**self.fixed, **dict(zip(keys, values))})
+            for values in itertools.product(*self.axes().values())
+        ]
+
+    def smoke(self) -> SweepSpec:
+        """The same sweep cut down to seconds: the first values of each axis, few epochs, a
+        small fraction of the data."""
+        cut = {a: getattr(self, a)[:SMOKE_AXIS_VALUES] for a in AXES}
+        epochs = min(self.fixed.get("epochs") or SMOKE_EPOCHS, SMOKE_EPOCHS)
+        fraction = min(self.fixed.get("data_fraction", 1.0), SMOKE_DATA_FRACTION)
+        fixed = {**self.fixed, "epochs": epochs, "data_fraction": fraction}
+        return replace(self, **cut, fixed=fixed, name=f"{self.name}-smoke")
+
+
+class _Checker:
+    """Builds one-line errors that name the spec file and the field."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, message: str) -> ValueError:
+        return ValueError(f"{self.source}: {where}: {message}")
+
+    def axis(self, raw: dict, key: str, default: list | None = None) -> list:
+        values = raw.get(key, default)
+        if values is None:
+            raise self.fail(key, "missing; give a list of values")
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise self.fail(key, "the grid is empty; give at least one value")
+        return values
+
+    def distinct(self, key: str, values: list) -> tuple:
+        dupes = sorted({repr(v) for v in values if values.count(v) > 1})
+        if dupes:
+            raise self.fail(key, f"duplicate value(s) {', '.join(dupes)}; each grid point must be distinct")
+        return tuple(values)
+
+    def resolved(self, where: str, config: dict) -> TrainConfig:
+        try:
+            return resolve(config)
+        except (ValueError, TypeError) as exc:
+            raise self.fail(where, str(exc)) from None
+
+
+def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = None) -> SweepSpec:
+    """Validate a spec's parsed YAML; the first problem raises a one-line ValueError."""
+    check = _Checker(source)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: a spec is a YAML mapping of {', '.join(KEYS)}")
+    for key in raw:
+        if key not in KEYS:
+            near = difflib.get_close_matches(str(key), KEYS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise check.fail(str(key), f"unknown key{hint}; allowed: {', '.join(KEYS)}")
+
+    name = raw.get("name", default_name)
+    try:
+        check_sweep_name(name)
+    except ValueError as exc:
+        raise check.fail("name", str(exc)) from None
+
+    tasks = check.axis(raw, "tasks")
+    for t in tasks:
+        check.resolved("tasks", {"task": t})
+    base = {"task": tasks[0]}
+
+    optimizers = check.axis(raw, "optimizers")
+    for entry in optimizers:
+        name_, _ = split_optimizer(entry) if isinstance(entry, str) else (entry, False)
+        if name_ not in OPTIMIZERS:
+            allowed = ", ".join(f"{o}, {o}{LAYCA_SUFFIX}" for o in OPTIMIZERS)
+            raise check.fail("optimizers", f"unknown optimizer {entry!r}; allowed: {allowed}")
+
+    alpha = check.axis(raw, "alpha", [0.0])
+    for a in alpha:
+        check.resolved("alpha", {**base, "alpha": a})
+    alpha = [float(a) for a in alpha]
+
+    rho0 = []
+    for item in check.axis(raw, "rho0", DEFAULT_RHO0):
+        try:
+            rho0 += parse_rho0(item)
+        except ValueError as exc:
+            raise check.fail("rho0", str(exc)) from None
+    for r in rho0:
+        check.resolved("rho0", {**base, "rho0": r})
+
+    seeds = check.axis(raw, "seeds", [0])
+    for s in seeds:
+        check.resolved("seeds", {**base, "seed": s})
+
+    train = raw.get("train") or {}
+    if not isinstance(train, dict):
+        raise check.fail("train", f"{train!r} is not a mapping of trainables config keys")
+    clash = sorted(set(train) & ({"epochs", "data_fraction"} | set(AXIS_KEYS.values()) | {"layca"}))
+    if clash:
+        raise check.fail("train", f"{clash} are set by their own spec keys or the grid, not under 'train'")
+    fixed = {**train}
+    for key in ("epochs", "data_fraction"):
+        if raw.get(key) is not None:
+            fixed[key] = raw[key]
+    for key in fixed:
+        check.resolved("train" if key in train else key, {**base, key: fixed[key]})
+
+    resources = raw.get("resources") or {}
+    if not isinstance(resources, dict) or set(resources) - set(RESOURCE_KEYS):
+        raise check.fail("resources", f"{resources!r}: allowed keys are {', '.join(RESOURCE_KEYS)}")
+    cpus, gpus = resources.get("cpus", 1), resources.get("gpus", 0)
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
+        raise check.fail("resources", f"cpus={cpus!r} must be a number > 0")
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0 or (gpus > 1 and gpus % 1):
+        raise check.fail("resources", f"gpus={gpus!r} must be 0, a fraction in (0, 1] or a whole number")
+
+    max_failures = raw.get("max_failures", 2)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise check.fail("max_failures", f"{max_failures!r} must be an integer >= 0")
+
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise check.fail("description", f"{description!r} is not text")
+
+    return SweepSpec(
+        name=name,
+        tasks=check.distinct("tasks", tasks),
+        optimizers=check.distinct("optimizers", optimizers),
+        alpha=check.distinct("alpha", alpha),
+        rho0=check.distinct("rho0", rho0),
+        seeds=check.distinct("seeds", seeds),
+        fixed=fixed,
+        cpus=float(cpus),
+        gpus=float(gpus),
+        max_failures=max_failures,
+        description=description.strip(),
+        source=source,
+    )
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a spec file. A name without a folder or suffix ('quick') means the
+    spec shipped in this package (sweeps/quick.yaml)."""
+    path = Path(path)
+    if not path.exists() and path.parent == Path(".") and not path.suffix:
+        path = Path(__file__).with_name(f"{path.name}.yaml")
+    if not path.is_file():
+        raise FileNotFoundError(f"spec file {str(path)!r} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    return parse_spec(raw, source=str(path), default_name=path.stem)
