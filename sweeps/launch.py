@@ -1,0 +1,190 @@
+"""Run a validated spec as one Ray Tune experiment whose results land in the store.
+
+Tune does the scheduling (grid search, per-trial resources, concurrency), the retries from
+checkpoints (``FailureConfig``) and the resume of an interrupted sweep (``Tuner.restore``). This
+module adds what Tune lacks: checks made before anything starts (existing state, resources,
+storage every node can reach) and the store, written by ``sweeps.callback.StoreCallback``.
+
+Tune's experiment state lives in STORE/_tune/<sweep>/ (readers skip folders starting with "_").
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from sweeps.spec import SweepSpec, trial_config
+from sweeps.store import open_store, sweep_exists
+
+TUNE_DIR = "_tune"
+SPEC_FILE = "layrot_grid.json"  # the grid a sweep started with, checked on --resume
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    name: str
+    trials: int
+    completed: int
+    diverged: int
+    errored: int
+
+
+def sweep_trial(params: dict) -> None:
+    """The Tune trainable: trains one grid point (see ``sweeps.spec.trial_config``)."""
+    from trainables.tune_trial import run_trial
+
+    # One "checkpoint created" line per trial and epoch would drown the sweep's progress lines.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    run_trial(trial_config(params))
+
+
+def tune_path(store: str) -> str:
+    """Tune's storage_path for a store: STORE/_tune, absolute (Tune requires it) or a URI."""
+    if "://" in store:
+        return f"{store.rstrip('/')}/{TUNE_DIR}"
+    return os.path.join(open_store(store)[1], TUNE_DIR)
+
+
+def is_local_path(store: str) -> bool:
+    """Whether the store is a path on the driver's own disks (a plain path or file:// URI)."""
+    return "://" not in store or store.startswith("file://")
+
+
+def local_addresses() -> set[str]:
+    """IP addresses that name the driver's host."""
+    import ray
+
+    names = {"127.0.0.1", "localhost", ray.util.get_node_ip_address()}
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return names
+
+
+def check_store_reachable(store: str, node_addresses: list[str], driver_addresses: set[str]) -> None:
+    """A local path is only shared with nodes on the driver's own host: refuse it when the
+    cluster has nodes elsewhere, since their trials write checkpoints into Tune's state there."""
+    remote = sorted(set(node_addresses) - driver_addresses)
+    if remote and is_local_path(store):
+        raise ValueError(
+            f"--store {store!r} is a local path, but the cluster has nodes on other hosts "
+            f"({', '.join(remote)}) that cannot reach it; give a URI every node and the driver "
+            "can reach, e.g. s3://bucket/layrot or gs://bucket/layrot"
+        )
+
+
+def check_resources(spec: SweepSpec, nodes: list[dict]) -> None:
+    """Refuse a spec no node can run: Tune would otherwise leave its trials pending forever."""
+    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= spec.cpus and n["Resources"].get("GPU", 0) >= spec.gpus]
+    if not fits:
+        most = max(((n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes), default=(0, 0))
+        raise ValueError(
+            f"spec {spec.name!r} asks {spec.cpus:g} CPU and {spec.gpus:g} GPU per trial, but no node of "
+            f"the cluster has that much (largest: {most[0]:g} CPU, {most[1]:g} GPU); change 'resources'"
+        )
+
+
+def _check_previous_state(spec: SweepSpec, store: str, resume: bool) -> bool:
+    """Whether Tune state exists to restore; refuses to mix a new start into an old sweep."""
+    from ray.tune import Tuner
+
+    experiment = f"{tune_path(store)}/{spec.name}"
+    grid = json.dumps(spec.trial_configs(), sort_keys=True)
+    fs, root = open_store(experiment)
+    if Tuner.can_restore(experiment):
+        if not resume:
+            raise ValueError(f"sweep {spec.name!r} already ran in {store!r}; pass --resume to continue it "
+                             "or give the spec another name")
+        with fs.open_input_stream(f"{root}/{SPEC_FILE}") as f:
+            if f.readall().decode() != grid:
+                raise ValueError(f"the spec of sweep {spec.name!r} changed since it started in {store!r}; "
+                                 "resume it with the original spec or give the new one another name")
+        return True
+    if sweep_exists(store, spec.name):
+        raise ValueError(f"store {store!r} holds results of sweep {spec.name!r} but no Tune state to resume; "
+                         "give the spec another name or use another store")
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{SPEC_FILE}") as f:
+        f.write(grid.encode())
+    return False
+
+
+def _connect(address: str | None) -> None:
+    """An existing cluster when given one (argument or RAY_ADDRESS), else an embedded Ray."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:  # "local": never attach to someone else's Ray on this machine
+        ray.init(address="local", include_dashboard=False)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    store: str,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    max_concurrent: int | None = None,
+    extra_config: dict | None = None,
+    out: TextIO | None = None,
+) -> SweepOutcome:
+    """Run (or, with ``resume``, continue) the sweep; returns once every trial has ended.
+
+    ``extra_config`` adds keys to every trial's config (keys starting with "_" reach
+    ``trainables.tune_trial.run_trial``, e.g. to inject failures in tests).
+    """
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ValueError(f"--max-concurrent {max_concurrent} must be >= 1")
+    # Tune's default TensorBoard logger would import torch into the driver; loggers are explicit.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # One checkpoint per epoch is the design; Tune's warning about frequent snapshots is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from sweeps.callback import StoreCallback
+
+    open_store(store)  # a malformed URI fails here, before Ray starts
+    _connect(address)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        check_store_reachable(store, [n["NodeManagerAddress"] for n in nodes], local_addresses())
+        check_resources(spec, nodes)
+        restoring = _check_previous_state(spec, store, resume)
+
+        trainable = tune.with_resources(sweep_trial, {"cpu": spec.cpus, "gpu": spec.gpus})
+        callback = StoreCallback(store, spec.name, spec.num_trials, out=out)
+        if restoring:
+            tuner = tune.Tuner.restore(f"{tune_path(store)}/{spec.name}", trainable, resume_errored=True)
+        else:
+            param_space = {**spec.fixed, **(extra_config or {}),
+                           **{k: tune.grid_search(list(v)) for k, v in spec.axes().items()}}
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent),
+                run_config=tune.RunConfig(
+                    name=spec.name,
+                    storage_path=tune_path(store),
+                    callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    verbose=0,
+                ),
+            )
+        print(f"[{spec.name}] {'resuming' if restoring else 'starting'} {spec.num_trials} trials "
+              f"into {store}", file=out or sys.stdout, flush=True)
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    statuses = [r.metrics.get("diverged") for r in grid if r.error is None]
+    diverged = sum(1 for d in statuses if d)
+    return SweepOutcome(spec.name, len(grid), len(statuses) - diverged, diverged, grid.num_errors)
