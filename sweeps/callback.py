@@ -39,11 +39,13 @@ class StoreCallback(Callback):
         self.progress_every_s = progress_every_s
         self.out = out
         self._records: dict[str, TrialRecord] = {}
-        self._started = time.monotonic()
-        self._last_progress = 0.0
+        self._started = self._last_progress = 0.0
 
     def __getstate__(self) -> dict:  # Tune pickles its run config; records are rebuilt from the store
         return {**self.__dict__, "_records": {}, "out": None}
+
+    def setup(self, **info) -> None:
+        self._started = time.monotonic()
 
     def _record(self, trial: Trial) -> TrialRecord:
         rec = self._records.get(trial.trial_id)

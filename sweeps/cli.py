@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the sweep if it already ran in this store (else start it)")
     parser.add_argument("--max-concurrent", type=int, default=None, metavar="N",
-                        help="run at most N trials at once (default: as many as resources allow)")
+                        help="run at most N trials at once (default: as many as resources allow; a resumed sweep keeps its first value)")
     parser.add_argument("--smoke-test", action="store_true",
                         help="a seconds-long version: 2 values per grid axis, 2 epochs, 5%% of the data, "
                              "sweep name suffixed '-smoke'")

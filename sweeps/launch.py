@@ -21,7 +21,7 @@ from sweeps.spec import SweepSpec, trial_config
 from sweeps.store import open_store, sweep_exists
 
 TUNE_DIR = "_tune"
-SPEC_FILE = "layrot_grid.json"  # the grid a sweep started with, checked on --resume
+GRID_FILE = "layrot_grid.json"  # the grid a sweep started with, checked on --resume
 
 
 @dataclass(frozen=True)
@@ -89,29 +89,40 @@ def check_resources(spec: SweepSpec, nodes: list[dict]) -> None:
         )
 
 
-def _check_previous_state(spec: SweepSpec, store: str, resume: bool) -> bool:
-    """Whether Tune state exists to restore; refuses to mix a new start into an old sweep."""
+def _experiment(spec: SweepSpec, store: str) -> str:
+    return f"{tune_path(store)}/{spec.name}"
+
+
+def _grid_json(spec: SweepSpec) -> str:
+    return json.dumps(spec.trial_configs(), sort_keys=True)
+
+
+def previous_state(spec: SweepSpec, store: str, resume: bool) -> bool:
+    """Whether Tune state exists to restore. Refuses to start over a sweep that already ran,
+    to resume with a changed grid, or to mix a new start into results without state."""
     from ray.tune import Tuner
 
-    experiment = f"{tune_path(store)}/{spec.name}"
-    grid = json.dumps(spec.trial_configs(), sort_keys=True)
-    fs, root = open_store(experiment)
-    if Tuner.can_restore(experiment):
+    fs, root = open_store(_experiment(spec, store))
+    if Tuner.can_restore(_experiment(spec, store)):
         if not resume:
             raise ValueError(f"sweep {spec.name!r} already ran in {store!r}; pass --resume to continue it "
                              "or give the spec another name")
-        with fs.open_input_stream(f"{root}/{SPEC_FILE}") as f:
-            if f.readall().decode() != grid:
+        with fs.open_input_stream(f"{root}/{GRID_FILE}") as f:
+            if f.readall().decode() != _grid_json(spec):
                 raise ValueError(f"the spec of sweep {spec.name!r} changed since it started in {store!r}; "
                                  "resume it with the original spec or give the new one another name")
         return True
     if sweep_exists(store, spec.name):
         raise ValueError(f"store {store!r} holds results of sweep {spec.name!r} but no Tune state to resume; "
                          "give the spec another name or use another store")
-    fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(f"{root}/{SPEC_FILE}") as f:
-        f.write(grid.encode())
     return False
+
+
+def _save_grid(spec: SweepSpec, store: str) -> None:
+    fs, root = open_store(_experiment(spec, store))
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{GRID_FILE}") as f:
+        f.write(_grid_json(spec).encode())
 
 
 def _connect(address: str | None) -> None:
@@ -152,19 +163,20 @@ def run_sweep(
 
     from sweeps.callback import StoreCallback
 
-    open_store(store)  # a malformed URI fails here, before Ray starts
+    restoring = previous_state(spec, store, resume)  # also fails on a malformed URI, before Ray starts
     _connect(address)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         check_store_reachable(store, [n["NodeManagerAddress"] for n in nodes], local_addresses())
         check_resources(spec, nodes)
-        restoring = _check_previous_state(spec, store, resume)
+        if not restoring:
+            _save_grid(spec, store)
 
         trainable = tune.with_resources(sweep_trial, {"cpu": spec.cpus, "gpu": spec.gpus})
-        callback = StoreCallback(store, spec.name, spec.num_trials, out=out)
-        if restoring:
-            tuner = tune.Tuner.restore(f"{tune_path(store)}/{spec.name}", trainable, resume_errored=True)
+        if restoring:  # Tune restores the run config, store callback included, as first given
+            tuner = tune.Tuner.restore(_experiment(spec, store), trainable, resume_errored=True)
         else:
+            callback = StoreCallback(store, spec.name, spec.num_trials, out=out)
             param_space = {**spec.fixed, **(extra_config or {}),
                            **{k: tune.grid_search(list(v)) for k, v in spec.axes().items()}}
             tuner = tune.Tuner(
