@@ -1,0 +1,213 @@
+"""Read a results store (or one sweep of it) into pandas DataFrames.
+
+The store is written one whole file per (table, sweep, trial) by ``sweeps.store``; each file is
+read on its own (in a thread pool: pyarrow releases the GIL) after a look at its footer
+(schema version, columns), so one corrupt file is named and skipped while the rest loads. A store
+being written by a running sweep reads fine: files are replaced atomically, temp files start
+with "." and are ignored, and a trial whose other files are not written yet simply has fewer rows.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sweeps.schema import METADATA_KEY, SCHEMA_VERSION, SCHEMAS, check_sweep_name
+from sweeps.store import open_store
+from trainables.optimizers import OPTIMIZERS
+
+# Repeated strings of the big tables are read as categoricals: 3M rotation rows stay small.
+_DICTIONARY_COLUMNS = {"trials": [], "epochs": ["sweep", "trial_id"],
+                       "rotation": ["sweep", "trial_id", "layer_name"]}
+
+# How settings are named in tables and figures (the paper's names).
+_OPTIMIZER_LABELS = {"sgd": "SGD", "sgd_l2": "SGD+L2", "adam": "Adam", "rmsprop": "RMSprop",
+                     "adagrad": "Adagrad"}
+
+
+class StoreFileWarning(UserWarning):
+    """A store file could not be read and was skipped."""
+
+
+@dataclass
+class Results:
+    """The loaded store: one row per trial, per (trial, epoch) and per (trial, epoch, layer).
+
+    ``trials`` gains three derived columns: ``setting`` (e.g. "Layca-SGD", "SGD+L2"),
+    ``family`` (the base optimizer class, e.g. "SGD": Layca and L2 variants share it) and
+    ``config`` (the trial's full config as a dict).
+    """
+
+    store: str
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    rotation: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)   # "path: reason" of unreadable files
+
+    @property
+    def sweeps(self) -> list[str]:
+        return sorted(self.trials["sweep"].unique())
+
+
+def setting_name(optimizer: str, layca: bool) -> str:
+    """The paper's name of a training setting, e.g. ("sgd", True) -> "Layca-SGD"."""
+    label = _OPTIMIZER_LABELS.get(optimizer, optimizer)
+    return f"Layca-{label}" if layca else label
+
+
+def optimizer_family(optimizer: str) -> str:
+    """The base optimizer class behind a registry name ("sgd_l2" -> "SGD")."""
+    spec = OPTIMIZERS.get(optimizer)
+    return spec.base if spec else optimizer
+
+
+def load(
+    store: str,
+    sweep: str | None = None,
+    task: str | Iterable[str] | None = None,
+    optimizer: str | Iterable[str] | None = None,
+    *,
+    threads: int = 8,
+) -> Results:
+    """Load a store, optionally one sweep, tasks and optimizers (names or lists of names).
+
+    Raises FileNotFoundError for a missing store, ValueError for a store with no trials, an
+    unknown sweep, a filter that matches nothing, or a file of a schema version this layrot
+    cannot read. Unreadable files are skipped with a :class:`StoreFileWarning` naming them.
+    """
+    fs, root = open_store(store)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"store {store!r} does not exist or is not a directory")
+    if sweep is not None:
+        check_sweep_name(sweep)
+    files = {table: _list_files(fs, root, table, sweep) for table in SCHEMAS}
+    if not files["trials"]:
+        if sweep is None:
+            raise ValueError(f"store {store!r} holds no trials yet")
+        present = sorted({s for s, _ in _list_files(fs, root, "trials", None)})
+        raise ValueError(f"sweep {sweep!r} is not in store {store!r}; sweeps there: "
+                         f"{', '.join(present) or 'none'}")
+
+    skipped: list[str] = []
+    pool = ThreadPoolExecutor(threads)
+    with pool:
+        trials = _read_table(pool, fs, "trials", files["trials"], skipped)
+        trials = _select(trials, "task", task)
+        trials = _select(trials, "optimizer", optimizer)
+        keep = set(zip(trials["sweep"], trials["trial_id"]))
+        epochs, rotation = (
+            _read_table(pool, fs, table, {k: p for k, p in files[table].items() if k in keep}, skipped)
+            for table in ("epochs", "rotation")
+        )
+    trials = _with_derived_columns(trials)
+    return Results(store, trials, epochs, rotation, skipped)
+
+
+def _list_files(fs: pafs.FileSystem, root: str, table: str, sweep: str | None) -> dict[tuple[str, str], str]:
+    """{(sweep, trial_id): path} of a table's files; hidden and temp files are left out."""
+    base = f"{root}/{table}" + (f"/{sweep}" if sweep else "")
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    found = {}
+    for info in infos:
+        parts = info.path[len(root) + len(table) + 2:].split("/")
+        if (info.type == pafs.FileType.File and len(parts) == 2 and info.base_name.endswith(".parquet")
+                and not any(p.startswith((".", "_")) for p in parts)):
+            found[(parts[0], parts[1][: -len(".parquet")])] = info.path
+    return found
+
+
+def _read_table(pool: ThreadPoolExecutor, fs: pafs.FileSystem, table: str,
+                files: dict[tuple[str, str], str], skipped: list[str]) -> pd.DataFrame:
+    paths = list(files.values())
+    parts = []
+    for path, part in zip(paths, pool.map(lambda p: _read_file(fs, table, p), paths)):
+        if isinstance(part, pa.Table):
+            parts.append(part)
+        else:
+            skipped.append(f"{path}: {part}")
+            warnings.warn(f"skipped store file {path}: {part}", StoreFileWarning, stacklevel=3)
+    data = pa.concat_tables(parts) if parts else _in_memory_schema(table).empty_table()
+    return data.unify_dictionaries().to_pandas()
+
+
+def _read_file(fs: pafs.FileSystem, table: str, path: str) -> pa.Table | str:
+    """The file's rows, or why it cannot be read (a string).
+
+    A file of another schema version raises instead: mixing versions silently would be wrong.
+    """
+    strings = _DICTIONARY_COLUMNS[table]
+    try:
+        with fs.open_input_file(path) as f:
+            parquet = pq.ParquetFile(f, read_dictionary=strings)
+            problem = _schema_problem(path, parquet.metadata, table)
+            if problem:
+                return problem
+            # One thread per file: the pool already reads files in parallel.
+            return parquet.read(columns=SCHEMAS[table].names, use_threads=False)
+    except FileNotFoundError:
+        return "removed while loading"
+    except (OSError, pa.ArrowException) as exc:
+        message = str(exc).strip().splitlines()
+        return f"not a readable Parquet file ({message[0] if message else type(exc).__name__})"
+
+
+def _schema_problem(path: str, meta: pq.FileMetaData, table: str) -> str | None:
+    raw = (meta.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        return "no layrot schema version in its metadata (not written by layrot)"
+    if raw != str(SCHEMA_VERSION).encode():
+        raise ValueError(
+            f"store file {path} has schema version {raw.decode(errors='replace')}; this layrot reads "
+            f"version {SCHEMA_VERSION} only: load it with the layrot release that wrote it "
+            "(the trials table's layrot_version column names it)"
+        )
+    stored = meta.schema.to_arrow_schema()
+    for expected in SCHEMAS[table]:
+        index = stored.get_field_index(expected.name)
+        if index < 0:
+            return f"column {expected.name!r} is missing"
+        if stored.field(index).type != expected.type:
+            return f"column {expected.name!r} is {stored.field(index).type}, expected {expected.type}"
+    return None
+
+
+def _in_memory_schema(table: str) -> pa.Schema:
+    """The table's schema as read: the repeated strings dictionary-encoded."""
+    strings = _DICTIONARY_COLUMNS[table]
+    return pa.schema([f.with_type(pa.dictionary(pa.int32(), pa.string())) if f.name in strings else f
+                      for f in SCHEMAS[table]])
+
+
+def _select(trials: pd.DataFrame, column: str, wanted: str | Iterable[str] | None) -> pd.DataFrame:
+    if wanted is None:
+        return trials
+    names = [wanted] if isinstance(wanted, str) else list(wanted)
+    chosen = trials[trials[column].isin(names)]
+    if chosen.empty:
+        present = ", ".join(sorted(trials[column].dropna().unique()))
+        raise ValueError(f"no trials with {column} {names}; {column}s in the store: {present or 'none'}")
+    return chosen.reset_index(drop=True)
+
+
+def _with_derived_columns(trials: pd.DataFrame) -> pd.DataFrame:
+    trials = trials.sort_values(["sweep", "trial_id"]).reset_index(drop=True)
+    trials["setting"] = [setting_name(o, bool(l)) for o, l in zip(trials["optimizer"], trials["layca"])]
+    trials["family"] = trials["optimizer"].map(optimizer_family)
+    trials["config"] = [json.loads(c) if isinstance(c, str) else {} for c in trials["config_json"]]
+    return trials
+
+
+def describe(results: Results) -> str:
+    """One line for progress output: what was loaded."""
+    counts = results.trials["status"].value_counts()
+    status = ", ".join(f"{counts[s]} {s}" for s in counts.index)
+    return (f"{len(results.trials)} trials ({status}), {len(results.epochs)} epoch rows, "
+            f"{len(results.rotation)} rotation rows from {results.store}"
+            + (f"; {len(results.skipped)} unreadable file(s) skipped" if results.skipped else ""))

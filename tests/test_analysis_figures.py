@@ -1,0 +1,122 @@
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from analysis import figures
+from analysis.load import load
+from analysis.stats import best_configs, correlations
+from analysis.synthetic import write_synthetic_store
+
+LAYERS, EPOCHS = 5, 8
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    store = tmp_path_factory.mktemp("figures") / "store"
+    write_synthetic_store(str(store), "figs", tasks=("C10-CNN1", "C100-resnet"), epochs=EPOCHS, layers=LAYERS,
+                          running=2)
+    return load(str(store))
+
+
+def panel_traces(fig, xaxis):
+    return [t for t in fig.data if t.xaxis == xaxis and t.x is not None and t.x[0] is not None]
+
+
+def test_rotation_curves_draw_each_best_run_with_viridis_layers(results):
+    fig = figures.rotation_curves(results)
+    best = best_configs(results.trials)
+    settings = figures.settings_in_order(best["setting"])
+    tasks = sorted(best["task"].unique())
+    assert isinstance(fig, go.Figure)
+    for _, trial in best.iterrows():
+        index = settings.index(trial["setting"]) * len(tasks) + tasks.index(trial["task"]) + 1
+        lines = panel_traces(fig, "x" if index == 1 else f"x{index}")
+        assert len(lines) == LAYERS
+        # Independent reference: the stored rows of that trial, with 0 at epoch 0.
+        rows = results.rotation[(results.rotation["trial_id"] == trial["trial_id"])
+                                & (results.rotation["layer"] == LAYERS - 1)].sort_values("epoch")
+        np.testing.assert_allclose(lines[-1].y, np.r_[0.0, rows["cosine_distance"].to_numpy()])
+        assert lines[0].line.color == "rgb(68, 1, 84)" and lines[-1].line.color == "rgb(253, 231, 37)"
+        title = next(a.text for a in fig.layout.annotations if a.text.startswith(f"<b>{trial['task']} · {trial['setting']}<"))
+        assert f"test {100 * trial['final_test_acc']:.1f}%" in title
+        assert f"{100 * trial['delta_vs_layca']:+.1f} vs best Layca" in title
+
+
+def test_rotation_curves_downsample_for_drawing_only(results):
+    fig = figures.rotation_curves(results, max_points=4)
+    lines = panel_traces(fig, "x")
+    assert all(len(t.x) == 4 and t.x[0] == 0 and t.x[-1] == EPOCHS for t in lines)
+
+
+def test_heatmap_cells_are_mean_test_accuracy_per_alpha_and_rho(results):
+    fig = figures.accuracy_heatmaps(results)
+    heat = fig.data[0]
+    finished = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "Layca-SGD")
+                              & results.trials["status"].isin(["completed", "diverged"])]
+    for i, alpha in enumerate(heat.y):
+        for j, rho in enumerate(heat.x):
+            cell = [t.final_test_acc for t in finished.itertuples()
+                    if f"{t.alpha:g}" == alpha and figures.rho_label(t.rho0) == rho]
+            expected = sum(cell) / len(cell) if cell else math.nan
+            assert heat.z[i][j] == pytest.approx(expected, nan_ok=True)
+
+
+def test_profiles_take_the_best_validation_run_at_each_value(results):
+    fig = figures.accuracy_profiles(results)
+    line = next(t for t in fig.data if t.name == "C10-CNN1 · Layca-SGD" and t.xaxis == "x")
+    trials = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "Layca-SGD")
+                            & results.trials["status"].isin(["completed", "diverged"])]
+    for alpha, test in zip(line.x, line.y):
+        candidates = [t for t in trials.itertuples() if t.alpha == alpha]
+        assert test == max(candidates, key=lambda t: t.final_val_acc).final_test_acc
+
+
+def test_scatter_titles_carry_the_correlation_and_open_markers_mark_unfit_runs(results):
+    corr = correlations(results.trials, n_boot=50)
+    fig = figures.rotation_vs_accuracy(results, 0.99, corr)
+    row = corr[(corr["task"] == "C100-resnet") & (corr["family"] == "all") & (corr["summary"] == "rotation_min")].iloc[0]
+    assert any(figures.correlation_text(row) in a.text for a in fig.layout.annotations)
+    points = [t for t in fig.data if t.x is not None and t.x[0] is not None]
+    filled = sum(len(t.x) for t in points if t.marker.symbol == "circle")
+    completed = results.trials[results.trials["status"] == "completed"]
+    fitted = (completed["final_train_acc"] >= 0.99).sum()
+    assert filled == 3 * fitted                                   # three summaries per trial
+    assert sum(len(t.x) for t in points) == 3 * len(completed)
+
+
+def test_parallel_coordinates_cover_completed_trials(results):
+    fig = figures.parallel_coordinates(results)
+    dims = {d.label: d for d in fig.data[0].dimensions}
+    completed = results.trials[results.trials["status"] == "completed"]
+    assert len(dims["test acc"].values) == len(completed)
+    np.testing.assert_allclose(3 ** np.asarray(dims["ρ(0)"].values), completed["rho0"])
+
+
+def test_training_curves_menu_lists_every_trial_with_its_epochs(results):
+    fig = figures.training_curves(results)
+    buttons = fig.layout.updatemenus[0].buttons
+    assert len(buttons) == len(results.trials)
+    some = results.trials.iloc[3]
+    label = f"{some['task']} · {figures.trial_label(some)} · {some['status']}"
+    button = next(b for b in buttons if b.args[1]["title.text"].endswith(label))
+    epochs = results.epochs[results.epochs["trial_id"] == some["trial_id"]].sort_values("epoch")
+    assert button.args[0]["x"][0] == epochs["epoch"].tolist()
+    np.testing.assert_allclose(button.args[0]["y"][1], epochs["val_acc"], atol=5e-5)
+
+
+def test_figures_without_completed_trials_say_so(tmp_path):
+    store = tmp_path / "store"
+    write_synthetic_store(str(store), "live", tasks=("C10-CNN1",), n_trials=3, epochs=4, layers=3, running=3)
+    live = load(str(store))
+    for draw in (figures.rotation_curves, figures.rotation_vs_accuracy, figures.parallel_coordinates,
+                 figures.accuracy_heatmaps, figures.accuracy_profiles):
+        fig = draw(live)
+        assert "No" in fig.layout.annotations[0].text
+    assert len(figures.training_curves(live).layout.updatemenus[0].buttons) == 3
+
+
+def test_rho_labels_follow_the_paper_grid():
+    assert figures.rho_label(3 ** -3) == "3^-3" and figures.rho_label(1.0) == "3^0"
+    assert figures.rho_label(0.05) == "0.05"
