@@ -1,0 +1,52 @@
+"""Sweep overhead: the quick sweep's wall time against (sum of trial times / concurrency).
+
+Trial time is what the trials spend in their epochs (the store's ``wall_seconds``), so the
+ratio charges the sweep for everything else: starting Ray, starting and reusing trial actors,
+loading data, checkpoints, reports and writing the store. Target on a 2-core machine: <= 1.15.
+
+    .venv/bin/python bench/bench_sweep_overhead.py              # the quick sweep (minutes)
+    .venv/bin/python bench/bench_sweep_overhead.py --smoke-test # seconds; the ratio is not meaningful
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+
+import pyarrow.dataset as ds
+
+from sweeps.launch import run_sweep
+from sweeps.spec import load_spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default="quick", help="spec file or shipped spec name (default: quick)")
+    parser.add_argument("--max-concurrent", type=int, default=None)
+    parser.add_argument("--smoke-test", action="store_true")
+    args = parser.parse_args()
+
+    spec = load_spec(args.spec)
+    if args.smoke_test:
+        spec = spec.smoke()
+    slots = math.floor((os.cpu_count() or 1) / spec.cpus)
+    concurrency = max(1, min(spec.num_trials, slots, args.max_concurrent or slots))
+
+    with tempfile.TemporaryDirectory(prefix="layrot-bench-") as store:
+        start = time.perf_counter()
+        outcome = run_sweep(spec, store, max_concurrent=args.max_concurrent)
+        wall = time.perf_counter() - start
+        trials = ds.dataset(f"{store}/trials", format="parquet").to_table().to_pandas()
+
+    busy = float(trials["wall_seconds"].sum())
+    ideal = busy / concurrency
+    print(f"spec {spec.name}: {outcome.trials} trials ({outcome.completed} completed, {outcome.diverged} diverged, "
+          f"{outcome.errored} errored), {concurrency} at a time on {os.cpu_count()} CPUs")
+    print(f"sum of trial times {busy:.1f} s / concurrency {concurrency} = {ideal:.1f} s; sweep wall time {wall:.1f} s")
+    print(f"overhead ratio (wall / ideal): {wall / ideal:.3f}   (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
