@@ -130,7 +130,7 @@ def rerun_in_private_network(test_id: str) -> None:
     if prefix is None:
         pytest.skip("needs a private network namespace: `unshare --net` and `ip` from util-linux/iproute2")
     proc = subprocess.run(prefix + [sys.executable, "-m", "pytest", test_id, "-q", "-p", "no:cacheprovider"],
-                          env={**os.environ, INSIDE: "1"}, capture_output=True, text=True, timeout=900)
+                          env={**os.environ, INSIDE: "1"}, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0 and "1 passed" in proc.stdout, (
         f"the test did not pass inside its network namespace:\n{proc.stdout[-8000:]}{proc.stderr[-3000:]}")
 
