@@ -184,15 +184,16 @@ def wrn28_10(num_classes: int = 100, dropout: float = 0.3) -> nn.Module:
 
 def fmnist_cnn(num_classes: int = 10) -> nn.Module:
     """The offline default: C10-CNN1's recipe (conv-ReLU-BN, no biases, BN without affine,
-    he-uniform) shrunk for 28x28 grey images on a CPU: 3 stages x 2 convs (16/32/64), max-pool
-    after stages 1-2, GAP -> linear; 7 kernels."""
-    features = vgg_stages(1, [16, 32, 64], [2, 2, 2], 2, "conv-relu-bn")
-    return _init_kernels(nn.Sequential(features, gap_classifier(64, num_classes)), he_uniform)
+    he-uniform) shrunk for 28x28 grey images on a CPU: stages of 1, 2, 2 convs (8/16/32),
+    max-pool after stages 1-2, GAP -> linear; 6 kernels. BN momentum 0.1 (Keras 0.9, as
+    tiny-CNN): its runs have few steps per epoch and the running statistics must keep up."""
+    features = vgg_stages(1, [8, 16, 32], [1, 2, 2], 2, "conv-relu-bn", bn_momentum=0.1)
+    return _init_kernels(nn.Sequential(features, gap_classifier(32, num_classes)), he_uniform)
 
 
 def fmnist_cnn_quick(num_classes: int = 10) -> nn.Module:
     """A tiny variant for tests and smoke runs: 3 stages x 1 conv (8/16/32); 4 kernels."""
-    features = vgg_stages(1, [8, 16, 32], [1, 1, 1], 2, "conv-relu-bn")
+    features = vgg_stages(1, [8, 16, 32], [1, 1, 1], 2, "conv-relu-bn", bn_momentum=0.1)
     return _init_kernels(nn.Sequential(features, gap_classifier(32, num_classes)), he_uniform)
 
 
