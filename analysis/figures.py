@@ -40,20 +40,20 @@ def rho_label(rho0: float) -> str:
     return f"3^{round(k)}" if math.isfinite(k) and abs(k - round(k)) < 1e-6 else f"{rho0:.3g}"
 
 
-def trial_label(trial: pd.Series) -> str:
+def trial_label(trial: pd.Series | dict) -> str:
     """Short name of a configuration: setting and the hyper-parameters that vary."""
     return f"{trial['setting']} {hyperparameter_label(trial)}"
 
 
-def hyperparameter_label(trial: pd.Series) -> str:
+def hyperparameter_label(trial: pd.Series | dict) -> str:
     """e.g. "α=0 ρ0=3^-3"; alpha only where it was set, weight decay only where used."""
     alpha = f"α={trial['alpha']:g} " if trial["layca"] or trial["alpha"] != 0 else ""
     wd = f" wd={trial['weight_decay']:g}" if trial["weight_decay"] else ""
     return f"{alpha}ρ0={rho_label(trial['rho0'])}{wd}"
 
 
-def config_text(trial: pd.Series) -> str:
-    """The full config and outcome of a trial as hover text (HTML line breaks)."""
+def config_text(trial: pd.Series | dict) -> str:
+    """The full config and outcome of a trial (a trials row) as hover text (HTML line breaks)."""
     lines = [f"<b>{trial['task']} · {trial_label(trial)}</b>",
              f"sweep {trial['sweep']} · trial {trial['trial_id']} · {trial['status']} "
              f"({trial['epochs_done']}/{trial['epochs_planned']} epochs)",
@@ -61,6 +61,11 @@ def config_text(trial: pd.Series) -> str:
              f"train {percent(trial['final_train_acc'])}"]
     lines += [f"{k}: {html.escape(str(v))}" for k, v in sorted(trial["config"].items())]
     return "<br>".join(lines)
+
+
+def hover_texts(trials: pd.DataFrame) -> list[str]:
+    """:func:`config_text` of every row (rows as dicts: much faster than iterrows)."""
+    return [config_text(t) for t in trials.to_dict("records")]
 
 
 def percent(value: float) -> str:
@@ -83,16 +88,25 @@ def _empty(message: str, title: str) -> go.Figure:
     return fig
 
 
-def _rotation_matrix(results: Results, trial: pd.Series) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(epochs with 0 prepended, distances [epoch, layer] with 0 at epoch 0, layer names)."""
-    rows = results.rotation[(results.rotation["sweep"] == trial["sweep"])
-                            & (results.rotation["trial_id"] == trial["trial_id"])]
-    table = rows.pivot_table(index="epoch", columns="layer", values="cosine_distance", aggfunc="first",
-                             observed=True)
-    names = rows.drop_duplicates("layer").sort_values("layer")["layer_name"].astype(str).tolist()
-    epochs = np.r_[0, table.index.to_numpy()]
-    distances = np.vstack([np.zeros(table.shape[1]), table.to_numpy()])
-    return epochs, distances, names
+def _axis_refs(fig: go.Figure, row: int, col: int) -> dict[str, str]:
+    """The axis references of a subplot, e.g. {"xaxis": "x2", "yaxis": "y2"}: traces given as
+    dicts with these are added in one cheap add_traces call (hundreds of lines per figure)."""
+    axes = fig.get_subplot(row, col)
+    return {"xaxis": axes.xaxis.plotly_name.replace("axis", ""), "yaxis": axes.yaxis.plotly_name.replace("axis", "")}
+
+
+def _rotation_matrices(results: Results, trials: pd.DataFrame) -> dict[tuple[str, str], tuple]:
+    """Per (sweep, trial_id): epochs with 0 prepended, distances [epoch, layer] (0 at epoch 0)
+    and layer names; one pass over the rotation table for all the trials."""
+    out = {}
+    for key, group in results.rows_of("rotation", trials).groupby(["sweep", "trial_id"], observed=True):
+        epochs = np.unique(group["epoch"].to_numpy())
+        layer = group["layer"].to_numpy()
+        distances = np.zeros((len(epochs) + 1, layer.max() + 1))
+        distances[1 + np.searchsorted(epochs, group["epoch"].to_numpy()), layer] = group["cosine_distance"]
+        names = group.drop_duplicates("layer").sort_values("layer")["layer_name"].astype(str).tolist()
+        out[key] = (np.r_[0, epochs], distances, names)
+    return out
 
 
 def rotation_curves(results: Results, max_points: int = 120) -> go.Figure:
@@ -121,18 +135,23 @@ def rotation_curves(results: Results, max_points: int = 120) -> go.Figure:
                           f" · {hyperparameter_label(trial)}")
     fig = make_subplots(rows=len(settings), cols=len(tasks), subplot_titles=titles, shared_yaxes=True,
                         vertical_spacing=0.5 / len(settings), horizontal_spacing=0.04)
+    curves = _rotation_matrices(results, best)
+    traces = []
     for (setting, task), trial in cells.items():
-        row, col = settings.index(setting) + 1, tasks.index(task) + 1
-        epochs, distances, names = _rotation_matrix(results, trial)
+        if (trial["sweep"], trial["trial_id"]) not in curves:
+            continue
+        axes = _axis_refs(fig, settings.index(setting) + 1, tasks.index(task) + 1)
+        epochs, distances, names = curves[(trial["sweep"], trial["trial_id"])]
         keep = _downsample(len(epochs), max_points)
         colors = sample_colorscale("Viridis", list(np.linspace(0, 1, max(len(names), 2))))
         hover = config_text(trial)
         for layer, name in enumerate(names):
-            fig.add_trace(go.Scatter(
-                x=epochs[keep], y=distances[keep, layer], mode="lines", showlegend=False,
-                line={"color": colors[layer], "width": 1.3},
-                hovertemplate=f"layer {layer} {name}<br>epoch %{{x}}: %{{y:.3f}}<extra>{hover}</extra>",
-            ), row=row, col=col)
+            traces.append({
+                "type": "scatter", **axes, "x": epochs[keep], "y": distances[keep, layer], "mode": "lines",
+                "showlegend": False, "line": {"color": colors[layer], "width": 1.3},
+                "hovertemplate": f"layer {layer} {name}<br>epoch %{{x}}: %{{y:.3f}}<extra>{hover}</extra>",
+            })
+    fig.add_traces(traces)
     fig.add_trace(go.Scatter(  # a colour bar explaining the line colours
         x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
         marker={"colorscale": "Viridis", "cmin": 0, "cmax": 1, "color": [0], "showscale": True,
@@ -210,7 +229,7 @@ def accuracy_profiles(results: Results) -> go.Figure:
                 x=chosen[param], y=chosen["final_test_acc"], mode="lines+markers",
                 name=f"{task} · {setting}", legendgroup=f"{task} · {setting}", showlegend=col == 2,
                 line={"color": colors[setting], "dash": _TASK_DASHES[tasks.index(task) % len(_TASK_DASHES)]},
-                hovertext=[config_text(t) for _, t in chosen.iterrows()], hoverinfo="text",
+                hovertext=hover_texts(chosen), hoverinfo="text",
             ), row=1, col=col)
     rhos = sorted(finished["rho0"].unique())
     fig.update_xaxes(title_text="α", row=1, col=1)
@@ -246,24 +265,27 @@ def rotation_vs_accuracy(results: Results, min_train_acc: float = 0.99,
             titles.append(f"{task} · {label}<br>{correlation_text(row)}")
     fig = make_subplots(rows=len(tasks), cols=len(ROTATION_SUMMARIES), subplot_titles=titles,
                         vertical_spacing=0.4 / len(tasks), horizontal_spacing=0.06)
+    traces = []
     for r, task in enumerate(tasks, start=1):
         of_task = done[done["task"] == task]
         for (setting, fits), group in of_task.groupby(["setting", of_task.index.isin(used)]):
-            hover = [config_text(t) for _, t in group.iterrows()]
+            hover = hover_texts(group)
             for c, summary in enumerate(ROTATION_SUMMARIES, start=1):
-                fig.add_trace(go.Scatter(
-                    x=group[summary], y=group["final_test_acc"], mode="markers", name=setting,
-                    legendgroup=setting, showlegend=False,
-                    marker={"color": colors[setting], "size": 7, "opacity": 0.85,
-                            "symbol": "circle" if fits else "circle-open"},
-                    hovertext=hover, hoverinfo="text",
-                ), row=r, col=c)
+                traces.append({
+                    "type": "scatter", **_axis_refs(fig, r, c), "x": group[summary].to_numpy(),
+                    "y": group["final_test_acc"].to_numpy(), "mode": "markers", "name": setting,
+                    "legendgroup": setting, "showlegend": False,
+                    "marker": {"color": colors[setting], "size": 7, "opacity": 0.85,
+                               "symbol": "circle" if fits else "circle-open"},
+                    "hovertext": hover, "hoverinfo": "text",
+                })
     legend = [(s, colors[s], "circle") for s in colors]
     legend.append((f"open: train acc < {min_train_acc:g}<br>(not in correlation)", "#777", "circle-open"))
     for name, color, symbol in legend:  # legend-only entries, in the paper's order
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, legendgroup=name,
-                                 marker={"color": color, "size": 8, "symbol": symbol}, hoverinfo="skip"),
-                      row=1, col=1)
+        traces.append({"type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": name,
+                       "legendgroup": name, "marker": {"color": color, "size": 8, "symbol": symbol},
+                       "hoverinfo": "skip"})
+    fig.add_traces(traces)
     fig.update_xaxes(range=[-0.03, 1.03])
     for c, label in enumerate(ROTATION_SUMMARIES.values(), start=1):
         fig.update_xaxes(title_text=f"final rotation, {label}", row=len(tasks), col=c)
@@ -316,17 +338,24 @@ def parallel_coordinates(results: Results) -> go.Figure:
     return fig
 
 
-def training_curves(results: Results, max_points: int = 100) -> go.Figure:
+def training_curves(results: Results, per_task: int | None = 40, max_points: int = 100) -> go.Figure:
     """Training, validation and test accuracy and training loss of one trial, chosen from a
-    drop-down listing every trial (by task, best validation accuracy first)."""
-    trials = results.trials.sort_values(["task", "final_val_acc"], ascending=[True, False])
-    if trials.empty or results.epochs.empty:
-        return _empty("No epochs recorded yet.", "Training curves")
-    epochs = results.epochs.sort_values("epoch")
-    by_trial = {key: group for key, group in epochs.groupby(["sweep", "trial_id"], observed=True)}
+    drop-down menu.
+
+    Per task the menu lists each setting's best run (by validation accuracy), then the other
+    runs by validation accuracy, up to ``per_task`` entries (None: every trial; the menu
+    carries each listed trial's curves, so the page grows with it).
+    """
+    trials = results.trials.sort_values("final_val_acc", ascending=False, na_position="last")
+    if per_task is not None:
+        leaders = trials.drop_duplicates(["task", "setting"])
+        trials = pd.concat([leaders, trials.drop(leaders.index)]).groupby("task", sort=False).head(per_task)
+    trials = trials.sort_values(["task", "final_val_acc"], ascending=[True, False], na_position="last")
+    epochs = results.rows_of("epochs", trials).sort_values("epoch")
+    by_trial = dict(list(epochs.groupby(["sweep", "trial_id"], observed=True)))
     series = ("train_acc", "val_acc", "test_acc", "train_loss")
     buttons = []
-    for _, trial in trials.iterrows():
+    for trial in trials.to_dict("records"):
         curve = by_trial.get((trial["sweep"], trial["trial_id"]))
         if curve is None:
             continue
@@ -338,6 +367,8 @@ def training_curves(results: Results, max_points: int = 100) -> go.Figure:
         buttons.append({"label": f"{title} · val {percent(trial['final_val_acc'])}", "method": "update",
                         "args": [{"x": [x] * len(series), "y": ys, "hovertemplate": [hover] * len(series)},
                                  {"title.text": f"Training curves: {title}"}]})
+    if not buttons:
+        return _empty("No epochs recorded yet.", "Training curves")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy", "training loss"], horizontal_spacing=0.08)
     first = buttons[0]["args"][0]
     for i, (name, color) in enumerate(zip(("train", "validation", "test", "train loss"),

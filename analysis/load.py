@@ -9,9 +9,10 @@ with "." and are ignored, and a trial whose other files are not written yet simp
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable
 
 import pandas as pd
@@ -36,24 +37,47 @@ class StoreFileWarning(UserWarning):
     """A store file could not be read and was skipped."""
 
 
-@dataclass
 class Results:
     """The loaded store: one row per trial, per (trial, epoch) and per (trial, epoch, layer).
 
-    ``trials`` gains three derived columns: ``setting`` (e.g. "Layca-SGD", "SGD+L2"),
-    ``family`` (the base optimizer class, e.g. "SGD": Layca and L2 variants share it) and
-    ``config`` (the trial's full config as a dict).
+    ``trials`` is read at once and gains three derived columns: ``setting`` (e.g. "Layca-SGD",
+    "SGD+L2"), ``family`` (the base optimizer class, e.g. "SGD": Layca and L2 variants share
+    it) and ``config`` (the trial's full config as a dict). The big per-epoch tables are read
+    when first used: ``epochs`` and ``rotation`` hold every loaded trial's rows, while
+    :meth:`rows_of` reads only the given trials' files (a report draws a few dozen curves).
     """
 
-    store: str
-    trials: pd.DataFrame
-    epochs: pd.DataFrame
-    rotation: pd.DataFrame
-    skipped: list[str] = field(default_factory=list)   # "path: reason" of unreadable files
+    def __init__(self, store: str, trials: pd.DataFrame, files: dict[str, dict[tuple[str, str], str]],
+                 fs: pafs.FileSystem, skipped: list[str], threads: int):
+        self.store = store
+        self.trials = trials
+        self.skipped = skipped                          # "path: reason" of unreadable files
+        self._files, self._fs, self._threads = files, fs, threads
 
     @property
     def sweeps(self) -> list[str]:
         return sorted(self.trials["sweep"].unique())
+
+    @cached_property
+    def epochs(self) -> pd.DataFrame:
+        return self._read("epochs", self._files["epochs"])
+
+    @cached_property
+    def rotation(self) -> pd.DataFrame:
+        return self._read("rotation", self._files["rotation"])
+
+    def rows_of(self, table: str, trials: pd.DataFrame) -> pd.DataFrame:
+        """The "epochs" or "rotation" rows of the given trials (rows of ``self.trials``)."""
+        wanted = set(zip(trials["sweep"], trials["trial_id"]))
+        if table in self.__dict__:                      # already read in full
+            frame = self.__dict__[table]
+            rows = frame[frame["trial_id"].isin(trials["trial_id"]) & frame["sweep"].isin(trials["sweep"])]
+            return rows[[key in wanted for key in zip(rows["sweep"], rows["trial_id"])]]
+        return self._read(table, {k: p for k, p in self._files[table].items() if k in wanted})
+
+    def _read(self, table: str, files: dict[tuple[str, str], str]) -> pd.DataFrame:
+        with ThreadPoolExecutor(self._threads) as pool:
+            return _read_table(pool, self._fs, table, files, self.skipped)
 
 
 def setting_name(optimizer: str, layca: bool) -> str:
@@ -74,10 +98,12 @@ def load(
     task: str | Iterable[str] | None = None,
     optimizer: str | Iterable[str] | None = None,
     *,
-    threads: int = 8,
+    threads: int | None = None,
 ) -> Results:
     """Load a store, optionally one sweep, tasks and optimizers (names or lists of names).
 
+    The trials table is read here; the per-epoch tables when first used (see :class:`Results`).
+    Files are read by ``threads`` threads (default: one per CPU).
     Raises FileNotFoundError for a missing store, ValueError for a store with no trials, an
     unknown sweep, a filter that matches nothing, or a file of a schema version this layrot
     cannot read. Unreadable files are skipped with a :class:`StoreFileWarning` naming them.
@@ -96,18 +122,14 @@ def load(
                          f"{', '.join(present) or 'none'}")
 
     skipped: list[str] = []
-    pool = ThreadPoolExecutor(threads)
-    with pool:
+    threads = threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(threads) as pool:
         trials = _read_table(pool, fs, "trials", files["trials"], skipped)
-        trials = _select(trials, "task", task)
-        trials = _select(trials, "optimizer", optimizer)
-        keep = set(zip(trials["sweep"], trials["trial_id"]))
-        epochs, rotation = (
-            _read_table(pool, fs, table, {k: p for k, p in files[table].items() if k in keep}, skipped)
-            for table in ("epochs", "rotation")
-        )
-    trials = _with_derived_columns(trials)
-    return Results(store, trials, epochs, rotation, skipped)
+    trials = _select(trials, "task", task)
+    trials = _select(trials, "optimizer", optimizer)
+    keep = set(zip(trials["sweep"], trials["trial_id"]))
+    files = {table: {k: p for k, p in found.items() if k in keep} for table, found in files.items()}
+    return Results(store, _with_derived_columns(trials), files, fs, skipped, threads)
 
 
 def _list_files(fs: pafs.FileSystem, root: str, table: str, sweep: str | None) -> dict[tuple[str, str], str]:
@@ -133,7 +155,7 @@ def _read_table(pool: ThreadPoolExecutor, fs: pafs.FileSystem, table: str,
         else:
             skipped.append(f"{path}: {part}")
             warnings.warn(f"skipped store file {path}: {part}", StoreFileWarning, stacklevel=3)
-    data = pa.concat_tables(parts) if parts else _in_memory_schema(table).empty_table()
+    data = pa.concat_tables(parts) if parts else _READ_SCHEMAS[table].empty_table()
     return data.unify_dictionaries().to_pandas()
 
 
@@ -142,40 +164,38 @@ def _read_file(fs: pafs.FileSystem, table: str, path: str) -> pa.Table | str:
 
     A file of another schema version raises instead: mixing versions silently would be wrong.
     """
-    strings = _DICTIONARY_COLUMNS[table]
     try:
         with fs.open_input_file(path) as f:
-            parquet = pq.ParquetFile(f, read_dictionary=strings)
-            problem = _schema_problem(path, parquet.metadata, table)
-            if problem:
-                return problem
-            # One thread per file: the pool already reads files in parallel.
-            return parquet.read(columns=SCHEMAS[table].names, use_threads=False)
+            parquet = pq.ParquetFile(f, read_dictionary=_DICTIONARY_COLUMNS[table])
+            version = (parquet.metadata.metadata or {}).get(METADATA_KEY)
+            if version is None:
+                return "no layrot schema version in its metadata (not written by layrot)"
+            if version != str(SCHEMA_VERSION).encode():
+                raise ValueError(
+                    f"store file {path} has schema version {version.decode(errors='replace')}; this layrot "
+                    f"reads version {SCHEMA_VERSION} only: load it with the layrot release that wrote it "
+                    "(the trials table's layrot_version column names it)"
+                )
+            data = parquet.read(use_threads=False)      # the pool already reads files in parallel
     except FileNotFoundError:
         return "removed while loading"
     except (OSError, pa.ArrowException) as exc:
         message = str(exc).strip().splitlines()
         return f"not a readable Parquet file ({message[0] if message else type(exc).__name__})"
+    return _conform(data, _READ_SCHEMAS[table])
 
 
-def _schema_problem(path: str, meta: pq.FileMetaData, table: str) -> str | None:
-    raw = (meta.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        return "no layrot schema version in its metadata (not written by layrot)"
-    if raw != str(SCHEMA_VERSION).encode():
-        raise ValueError(
-            f"store file {path} has schema version {raw.decode(errors='replace')}; this layrot reads "
-            f"version {SCHEMA_VERSION} only: load it with the layrot release that wrote it "
-            "(the trials table's layrot_version column names it)"
-        )
-    stored = meta.schema.to_arrow_schema()
-    for expected in SCHEMAS[table]:
-        index = stored.get_field_index(expected.name)
+def _conform(data: pa.Table, expected: pa.Schema) -> pa.Table | str:
+    """The rows in the expected columns, or which column is missing or of the wrong type."""
+    if data.schema.equals(expected):
+        return data
+    for field in expected:
+        index = data.schema.get_field_index(field.name)
         if index < 0:
-            return f"column {expected.name!r} is missing"
-        if stored.field(index).type != expected.type:
-            return f"column {expected.name!r} is {stored.field(index).type}, expected {expected.type}"
-    return None
+            return f"column {field.name!r} is missing"
+        if data.schema.field(index).type != field.type:
+            return f"column {field.name!r} is {data.schema.field(index).type}, expected {field.type}"
+    return data.select(expected.names)
 
 
 def _in_memory_schema(table: str) -> pa.Schema:
@@ -183,6 +203,9 @@ def _in_memory_schema(table: str) -> pa.Schema:
     strings = _DICTIONARY_COLUMNS[table]
     return pa.schema([f.with_type(pa.dictionary(pa.int32(), pa.string())) if f.name in strings else f
                       for f in SCHEMAS[table]])
+
+
+_READ_SCHEMAS = {table: _in_memory_schema(table) for table in SCHEMAS}
 
 
 def _select(trials: pd.DataFrame, column: str, wanted: str | Iterable[str] | None) -> pd.DataFrame:
@@ -208,6 +231,5 @@ def describe(results: Results) -> str:
     """One line for progress output: what was loaded."""
     counts = results.trials["status"].value_counts()
     status = ", ".join(f"{counts[s]} {s}" for s in counts.index)
-    return (f"{len(results.trials)} trials ({status}), {len(results.epochs)} epoch rows, "
-            f"{len(results.rotation)} rotation rows from {results.store}"
+    return (f"{len(results.trials)} trials ({status}) from {results.store}"
             + (f"; {len(results.skipped)} unreadable file(s) skipped" if results.skipped else ""))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from datetime import datetime, timezone
 
 import numpy as np
@@ -19,6 +18,8 @@ from analysis import figures
 from analysis.load import Results
 from analysis.stats import ROTATION_SUMMARIES, best_configs, correlations, status_counts
 from layrot import __version__
+
+_MENU_PER_TASK = 40   # trials per task in the training-curve menu (each carries its curves)
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #222;
@@ -48,15 +49,16 @@ tr.winner td { font-weight: 600; }
 def write_report(results: Results, path: str, min_train_acc: float = 0.99, n_boot: int = 1000) -> int:
     """Write the report to `path` atomically (never a half-written file); returns its size in bytes."""
     text = render_report(results, min_train_acc, n_boot)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=folder)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
     return len(text.encode())
 
@@ -76,8 +78,9 @@ def render_report(results: Results, min_train_acc: float = 0.99, n_boot: int = 1
         ("Test accuracy over α × ρ(0)", figures.accuracy_heatmaps(results), ""),
         ("Test accuracy against α and ρ(0)", figures.accuracy_profiles(results), ""),
         ("All trials", figures.parallel_coordinates(results), ""),
-        ("Training curves per trial", figures.training_curves(results),
-         "Pick a trial in the menu (sorted by task, best validation accuracy first)."),
+        ("Training curves per trial", figures.training_curves(results, per_task=_MENU_PER_TASK),
+         "Pick a trial in the menu: per task, each setting's best run and the other best runs by validation "
+         f"accuracy ({_MENU_PER_TASK} per task)."),
     ]
     sweeps = ", ".join(results.sweeps)
     unfinished = int(trials["status"].isin(["running"]).sum())

@@ -77,8 +77,10 @@ def correlate(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, confidence: floa
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out
     spearman, kendall = stats.spearmanr(x, y), stats.kendalltau(x, y)
-    counts = np.random.default_rng(seed).multinomial(len(x), np.full(len(x), 1 / len(x)), size=n_boot)
-    boot = bootstrap_replicates(x, y, counts.astype(float))
+    n = len(x)
+    draws = np.random.default_rng(seed).integers(0, n, (n_boot, n)) + n * np.arange(n_boot)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
+    boot = bootstrap_replicates(x, y, counts)
     tail = 100 * (1 - confidence) / 2
     for name, result in (("spearman", spearman), ("kendall", kendall)):
         out[name], out[f"{name}_p"] = float(result.statistic), float(result.pvalue)
@@ -102,7 +104,9 @@ def bootstrap_replicates(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> di
     with np.errstate(invalid="ignore", divide="ignore"):
         mid = ((drawn + 1) / 2)[:, None]
         dx, dy = rx - mid, ry - mid
-        spearman = (counts * dx * dy).sum(1) / np.sqrt((counts * dx * dx).sum(1) * (counts * dy * dy).sum(1))
+        weighted = counts * dx
+        spearman = np.einsum("bi,bi->b", weighted, dy) / np.sqrt(
+            np.einsum("bi,bi->b", weighted, dx) * np.einsum("bi,bi,bi->b", counts, dy, dy))
         concordance = np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])
         net = 0.5 * np.einsum("bi,bi->b", counts @ concordance, counts)
         pairs = drawn * (drawn - 1) / 2

@@ -95,7 +95,7 @@ def test_parallel_coordinates_cover_completed_trials(results):
 
 
 def test_training_curves_menu_lists_every_trial_with_its_epochs(results):
-    fig = figures.training_curves(results)
+    fig = figures.training_curves(results, per_task=None)
     buttons = fig.layout.updatemenus[0].buttons
     assert len(buttons) == len(results.trials)
     some = results.trials.iloc[3]
@@ -104,6 +104,16 @@ def test_training_curves_menu_lists_every_trial_with_its_epochs(results):
     epochs = results.epochs[results.epochs["trial_id"] == some["trial_id"]].sort_values("epoch")
     assert button.args[0]["x"][0] == epochs["epoch"].tolist()
     np.testing.assert_allclose(button.args[0]["y"][1], epochs["val_acc"], atol=5e-5)
+
+
+def test_training_curves_menu_keeps_each_settings_best_run_when_shortened(results):
+    labels = [b.args[1]["title.text"] for b in figures.training_curves(results, per_task=8).layout.updatemenus[0].buttons]
+    trials = results.trials
+    for task in trials["task"].unique():
+        assert sum(f"curves: {task} ·" in label for label in labels) == 8
+        of_task = trials[trials["task"] == task]
+        for _, best in of_task.loc[of_task.groupby("setting")["final_val_acc"].idxmax()].iterrows():
+            assert any(label.endswith(f"{task} · {figures.trial_label(best)} · {best['status']}") for label in labels)
 
 
 def test_figures_without_completed_trials_say_so(tmp_path):

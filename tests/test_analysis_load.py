@@ -100,6 +100,7 @@ def test_corrupt_file_is_named_and_skipped(store, tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:100])
     with pytest.warns(StoreFileWarning) as caught:
         results = load(str(target))
+        results.rotation                                    # the per-epoch tables are read on first use
     messages = [str(w.message) for w in caught]
     assert any(str(broken) in m for m in messages) and any(str(truncated) in m for m in messages)
     assert len(results.skipped) == 2
@@ -113,8 +114,9 @@ def test_file_without_a_required_column_is_skipped(store, tmp_path):
     path = target / "epochs" / "alpha" / "trial_00000.parquet"
     table = pq.read_table(path)
     pq.write_table(table.drop_columns(["val_acc"]), path)
+    results = load(str(target))
     with pytest.warns(StoreFileWarning, match="column 'val_acc' is missing"):
-        results = load(str(target))
+        results.epochs
     assert "trial_00000" not in set(results.epochs[results.epochs["sweep"] == "alpha"]["trial_id"])
 
 
@@ -136,7 +138,21 @@ def test_temp_files_and_underscore_folders_are_ignored(store, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", StoreFileWarning)
         results = load(str(target))
+        results.epochs, results.rotation
     assert len(results.trials) == 32
+
+
+def test_rows_of_some_trials_equal_the_full_table_filtered(store):
+    results = load(str(store))
+    some = results.trials.iloc[[0, 5, 25]]
+    lazily = results.rows_of("rotation", some)                 # reads just these three files
+    keys = set(zip(some["sweep"], some["trial_id"]))
+    full = results.rotation
+    expected = full[[k in keys for k in zip(full["sweep"], full["trial_id"])]]
+    columns = ["sweep", "trial_id", "epoch", "layer", "cosine_distance"]
+    as_rows = lambda f: sorted(map(tuple, f[columns].astype({"sweep": str, "trial_id": str}).to_numpy().tolist()))
+    assert as_rows(lazily) == as_rows(expected) and len(expected) > 0
+    assert as_rows(results.rows_of("rotation", some)) == as_rows(expected)   # now from the loaded table
 
 
 def test_reads_a_pyarrow_filesystem_uri(store):

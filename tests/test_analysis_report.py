@@ -27,7 +27,7 @@ def test_report_is_one_self_contained_file(store, tmp_path, capsys):
     assert re.findall(r'id="(figure-\d)"', text) == [f"figure-{i}" for i in range(1, 7)]
     assert "Yes: larger final layer rotation" in text
     assert "2 trial(s) still running" in text
-    assert not list(out.parent.glob(".report-*"))                  # no temp file left behind
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # no temp file left behind
 
 
 def test_report_of_one_sweep_and_task_filter(store, tmp_path):
