@@ -133,11 +133,15 @@ def _answers(trials: pd.DataFrame, corr: pd.DataFrame, best: pd.DataFrame, min_t
     for task in sorted(trials["task"].unique()):
         row = corr[(corr["task"] == task) & (corr["family"] == "all") & (corr["summary"] == "rotation_mean")].iloc[0]
         kind, verdict = _verdict(row)
-        evidence = (f"Spearman ρ = {row['spearman']:.2f} [{row['spearman_low']:.2f}, {row['spearman_high']:.2f}], "
-                    f"p = {row['spearman_p']:.1g}, between mean final rotation and test accuracy"
-                    if np.isfinite(row["spearman"]) else "No correlation yet")
-        evidence += (f" over {row['n']} runs with train accuracy ≥ {min_train_acc:g} (left out: {row['n_unfit']} "
-                     f"unfit, {row['n_diverged']} diverged, {row['n_unfinished']} unfinished).")
+        left_out = (f"left out: {row['n_unfit']} unfit, {row['n_diverged']} diverged, "
+                    f"{row['n_unfinished']} unfinished")
+        if np.isfinite(row["spearman"]):
+            evidence = (f"Spearman ρ = {row['spearman']:.2f} [{row['spearman_low']:.2f}, "
+                        f"{row['spearman_high']:.2f}], p = {row['spearman_p']:.1g}, between mean final rotation "
+                        f"and test accuracy over {row['n']} runs with train accuracy ≥ {min_train_acc:g} ({left_out}).")
+        else:
+            evidence = (f"{row['n']} run(s) reach train accuracy ≥ {min_train_acc:g} ({left_out}); "
+                        "a lower --min-train-acc admits more.")
         cards.append(f'<div class="answer {kind}"><h3>{html.escape(task)}</h3><div class="verdict">{verdict}</div>'
                      f"<p>{evidence}</p>{_settings_table(best[best['task'] == task])}</div>")
     return '<div class="answers">' + "".join(cards) + "</div>"
@@ -165,7 +169,7 @@ def _points(delta: float) -> str:
 def _verdict(row: pd.Series) -> tuple[str, str]:
     """(css class, sentence) from a correlation row's Spearman interval."""
     if not np.isfinite(row["spearman"]):
-        return "unclear", "Not enough finished runs to tell yet."
+        return "unclear", "Too few runs fit their training data to tell."
     if row["spearman_low"] > 0:
         strength = "strongly" if row["spearman"] >= 0.7 else "moderately" if row["spearman"] >= 0.4 else "weakly"
         return "yes", f"Yes: larger final layer rotation {strength} predicts higher test accuracy."
