@@ -24,6 +24,7 @@ _TASK_DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
 
 
 def settings_in_order(settings) -> list[str]:
+    """The distinct settings given, in the paper's order (unknown ones last, alphabetically)."""
     present = set(settings)
     return [s for s in _SETTING_ORDER if s in present] + sorted(present - set(_SETTING_ORDER))
 
@@ -96,8 +97,8 @@ def _axis_refs(fig: go.Figure, row: int, col: int) -> dict[str, str]:
 
 
 def _rotation_matrices(results: Results, trials: pd.DataFrame) -> dict[tuple[str, str], tuple]:
-    """Per (sweep, trial_id): epochs with 0 prepended, distances [epoch, layer] (0 at epoch 0)
-    and layer names; one pass over the rotation table for all the trials."""
+    """Per (sweep, trial_id) of `trials`: epochs with 0 prepended, distances [epoch, layer]
+    (0 at epoch 0) and layer names; only these trials' rotation rows are read."""
     out = {}
     for key, group in results.rows_of("rotation", trials).groupby(["sweep", "trial_id"], observed=True):
         epochs = np.unique(group["epoch"].to_numpy())

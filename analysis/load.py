@@ -1,10 +1,10 @@
 """Read a results store (or one sweep of it) into pandas DataFrames.
 
 The store is written one whole file per (table, sweep, trial) by ``sweeps.store``; each file is
-read on its own (in a thread pool: pyarrow releases the GIL) after a look at its footer
-(schema version, columns), so one corrupt file is named and skipped while the rest loads. A store
-being written by a running sweep reads fine: files are replaced atomically, temp files start
-with "." and are ignored, and a trial whose other files are not written yet simply has fewer rows.
+read on its own (in a thread pool: pyarrow releases the GIL) and its schema version and columns
+are checked, so one corrupt file is named and skipped while the rest loads. A store being
+written by a running sweep reads fine: files are replaced atomically, temp files start with "."
+and are ignored, and a trial whose other files are not written yet simply has fewer rows.
 """
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def render_report(results: Results, min_train_acc: float = 0.99, n_boot: int = 1
          f"accuracy ({_MENU_PER_TASK} per task)."),
     ]
     sweeps = ", ".join(results.sweeps)
-    unfinished = int(trials["status"].isin(["running"]).sum())
+    running = int((trials["status"] == "running").sum())
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -94,7 +94,7 @@ def render_report(results: Results, min_train_acc: float = 0.99, n_boot: int = 1
         f"<h1>Layer rotation and generalization: {html.escape(sweeps)}</h1>",
         f'<div class="meta">{len(trials)} trials from {html.escape(results.store)} · generated '
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by layrot {__version__}"
-        + (f" · <b>{unfinished} trial(s) still running</b>: statistics use completed trials only" if unfinished else "")
+        + (f" · <b>{running} trial(s) still running</b>: statistics use completed trials only" if running else "")
         + "</div>",
         _answers(trials, corr, best, min_train_acc),
     ]
