@@ -90,12 +90,13 @@ class Run:
             raise RuntimeError(f"run already finished after {len(self.history)} epochs")
         start, lr = time.perf_counter(), self.rate
         self.model.train()
-        loss_sum, correct, seen, diverged = 0.0, 0, 0, False
+        loss_sum, seen, diverged = 0.0, 0, False
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for x, y in datasets.batches(self.data.train, self.task.batch_size, self.data_rng):
             with self._autocast():
                 logits = self.forward(self._inputs(x, self.task.augment))
                 loss = F.cross_entropy(logits.float(), y)
-            correct += int(_correct(logits, y))
+            correct += _correct(logits, y)
             seen += len(y)
             loss_value = loss.item()
             if not math.isfinite(loss_value):     # an expected outcome of too-high rates
@@ -112,7 +113,7 @@ class Run:
             "epoch": len(self.history) + 1,
             "lr": lr,
             "train_loss": math.nan if diverged else loss_sum / seen,
-            "train_acc": correct / seen,
+            "train_acc": int(correct) / seen,
             "val_acc": self.evaluate(self.data.val),
             "test_acc": self.evaluate(self.data.test),
             "epoch_seconds": 0.0,
