@@ -124,6 +124,9 @@ def test_plain_sgd_applies_eq1_multipliers_and_the_l2_penalty():
     assert [g["lr"] for g in run.optimizer.param_groups] == pytest.approx(expected)
     assert {g["weight_decay"] for g in run.optimizer.param_groups} == {2 * tasks.TASKS["fmnist-quick"].l2}
     assert not isinstance(run.optimizer, lc.Layca)
+    frozen_first_layers = Run({**QUICK, "alpha": 1.0, "rho0": 0.3})     # multipliers 0, 0, 0, 1
+    assert [g["lr"] for g in frozen_first_layers.optimizer.param_groups] == [0, 0, 0, 0.3]
+    assert frozen_first_layers.epoch()["lr"] == 0.3
 
 
 def test_layca_wraps_the_named_base_with_keras_settings():

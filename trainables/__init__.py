@@ -17,7 +17,8 @@ epoch it produces one metrics dict with always the same keys::
     rotation       list[float]  cosine distance from init per kernel layer, forward order
     layer_names    list[str]    the kernel layers' parameter names, same order
 
-Outside Ray Tune it prints one line per epoch and returns the list of these dicts. As a Tune
-trial (``trainables.tune_trial.run_trial``) it reports each dict with a checkpoint and resumes
-from ``ray.tune.get_checkpoint()``. Ray is imported only there.
+Outside Ray Tune it prints one line per epoch and returns the list of these dicts;
+``trainables.train.Run`` steps a run an epoch at a time and checkpoints it (``state_dict``). As
+a Tune trial (``trainables.tune_trial.run_trial``) it reports each dict with a checkpoint and
+resumes from ``ray.tune.get_checkpoint()``. Ray is imported only there.
 """

@@ -56,7 +56,7 @@ class Run:
         self.data = datasets.load(self.task.dataset, self.cfg.data_dir, fraction=self.cfg.fraction).to(self.device)
         # One fixed initialisation per task and seed, whatever the optimizer (the paper's protocol).
         torch.manual_seed(self.cfg.seed)
-        # channels_last: faster convolutions, max-pooling and BatchNorm on CPU and GPU alike
+        # channels_last: the usual choice on GPUs, and 1.6x faster for fmnist on this CPU
         self.model = build_model(self.task.model).to(self.device, memory_format=torch.channels_last)
         example = torch.zeros(2, *input_shape(self.task.model), device=self.device)
         self.optimizer = build_optimizer(self.cfg, self.model, example)
@@ -73,8 +73,10 @@ class Run:
 
     @property
     def rate(self) -> float:
-        """rho(e) in force now: rho0 times the schedule's decay so far."""
-        return self.cfg.rho0 * self.scheduler.get_last_lr()[0] / self.scheduler.base_lrs[0]
+        """rho(e) for the next epoch e: rho0 * decay ** (number of milestones <= e), which the
+        scheduler applies to every group."""
+        e = len(self.history)
+        return self.cfg.rho0 * self.task.decay ** sum(m <= e for m in self.cfg.milestones)
 
     def _inputs(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
         if augment:
