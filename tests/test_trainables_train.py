@@ -162,3 +162,10 @@ def test_default_task_learns_real_fashion_mnist():
     history = train({"task": "fmnist", "layca": True, "rho0": 3.0**-3, "epochs": 3}, on_epoch=lambda m: None)
     assert history[-1]["train_acc"] > 0.75
     assert history[-1]["test_acc"] > 0.75
+
+
+def test_bf16_autocast_trains_on_cpu_with_fp32_weights():
+    run = Run({**QUICK, "layca": True, "rho0": 0.1, "bf16": True, "epochs": 1})
+    metrics = run.epoch()
+    assert math.isfinite(metrics["train_loss"]) and metrics["train_acc"] > 0.2
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
