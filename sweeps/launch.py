@@ -16,6 +16,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from sweeps.spec import SweepSpec, trial_config
 from sweeps.store import open_store, sweep_exists
@@ -42,11 +43,17 @@ def sweep_trial(params: dict) -> None:
     run_trial(trial_config(params))
 
 
+def _join(location: str, *parts: str) -> str:
+    """A path below a local path or URI; a URI keeps its query (e.g. ?endpoint_override=...)."""
+    if "://" not in location:
+        return os.path.join(open_store(location)[1], *parts)
+    scheme, netloc, path, query, fragment = urlsplit(location)
+    return urlunsplit((scheme, netloc, "/".join([path.rstrip("/"), *parts]), query, fragment))
+
+
 def tune_path(store: str) -> str:
     """Tune's storage_path for a store: STORE/_tune, absolute (Tune requires it) or a URI."""
-    if "://" in store:
-        return f"{store.rstrip('/')}/{TUNE_DIR}"
-    return os.path.join(open_store(store)[1], TUNE_DIR)
+    return _join(store, TUNE_DIR)
 
 
 def is_local_path(store: str) -> bool:
@@ -90,7 +97,7 @@ def check_resources(spec: SweepSpec, nodes: list[dict]) -> None:
 
 
 def _experiment(spec: SweepSpec, store: str) -> str:
-    return f"{tune_path(store)}/{spec.name}"
+    return _join(store, TUNE_DIR, spec.name)
 
 
 def _grid_json(spec: SweepSpec) -> str:

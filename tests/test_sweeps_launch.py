@@ -17,6 +17,7 @@ def test_tune_state_lives_under_the_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert tune_path("results/quick") == os.path.join(str(tmp_path), "results/quick/_tune")
     assert tune_path("s3://bucket/layrot/") == "s3://bucket/layrot/_tune"
+    assert tune_path("s3://b/layrot?endpoint_override=127.0.0.1:9000") == "s3://b/layrot/_tune?endpoint_override=127.0.0.1:9000"
     assert is_local_path("results") and is_local_path("file:///data/x") and not is_local_path("s3://b/x")
 
 
