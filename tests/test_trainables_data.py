@@ -219,3 +219,10 @@ def test_real_fashion_mnist_protocol(tmp_path, monkeypatch):
     # one global mean/std of the training pixels; normalised training pixels are standardised
     z = data.normalize(loaded.train.x[:5000], loaded.mean, loaded.std)
     assert 70 < loaded.mean < 76 and abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1) < 0.05
+
+
+def test_read_only_data_root_loads_without_a_cache(tmp_path, capsys):
+    write_fashion_mnist(tmp_path / "fashion-mnist")
+    (tmp_path / "cache").write_text("a file where the cache folder would go")
+    assert len(data.load("fashion_mnist", tmp_path).test) == 20
+    assert "cannot cache fashion_mnist" in capsys.readouterr().err

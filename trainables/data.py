@@ -167,10 +167,15 @@ def _cached(name: str, root: Path) -> dict:
             pass
     arrays = decode(sources)
     arrays.update(fingerprint=fingerprint, version=CACHE_VERSION)
-    cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save(arrays, tmp)
-    os.replace(tmp, cache)      # atomic: concurrent trials never read a half-written cache
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(arrays, tmp)
+        os.replace(tmp, cache)  # atomic: concurrent trials never read a half-written cache
+    except OSError as exc:      # a read-only data root still works, only slower
+        print(f"layrot: cannot cache {name} at {cache} ({exc}); decoding it each time", file=sys.stderr)
+        if tmp.exists():
+            tmp.unlink()
     return arrays
 
 
