@@ -56,6 +56,7 @@ def test_train_smoke_test_prints_epochs_summary_and_json(capsys, tmp_path, monke
     (["train", "--optimizer", "lamb"], "unknown optimizer 'lamb'; allowed: sgd, sgd_l2, adam, rmsprop, adagrad"),
     (["train", "--device", "tpu"], "device='tpu'; allowed: auto, cpu, cuda, cuda:N"),
     (["train", "--threads", "0"], "--threads 0: must be >= 1"),
+    (["train", "--device", "cuda:99", "--smoke-test"], "device='cuda:99', but"),
 ])
 def test_bad_values_are_one_line_errors(capsys, argv, message):
     assert main(argv) == 2

@@ -27,9 +27,13 @@ METRIC_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "test_acc", 
 
 
 def pick_device(name: str) -> torch.device:
+    """"auto": the first CUDA device if there is one, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={name!r}, but {torch.cuda.device_count()} CUDA device(s) are visible; use auto or cpu")
+    return device
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, example: torch.Tensor) -> torch.optim.Optimizer:
