@@ -1,30 +1,34 @@
 """Layca (paper Algorithm 1): any torch optimizer, with each layer turned by exactly atan(rate).
 
-For every parameter of a ``layca`` group, Layca takes the step the base optimizer would make,
-removes its component along w, scales it to the length ||w0|| * rate and renormalises w to its
-initial norm ||w0||. The result is a rotation of w by exactly ``atan(lr * lr_scale)`` per step
-(tan(theta) = rate, paper section 2.2). Because w stays on its sphere, the whole update is
-``w <- A*w + B*t`` with two scalars per tensor computed in closed form from two dot products,
-so a step reads each tensor twice and writes it once (plain SGD reads it once and writes it
-once): the renormalisation factor is 1/sqrt(1 + rate^2), no norm of the result is needed.
+For every parameter of a ``layca`` group, Layca takes the step s the base optimizer would make,
+removes its component along w, scales it to length rate * ||w0|| and puts w back on the sphere
+of its initial norm ||w0||: w turns by exactly ``atan(rate)``, rate = ``lr * lr_scale``
+(tan(theta) = rate, paper section 2.2). Since w stays on that sphere, the new weight is
+``a * w + b * s`` with two scalars computed in closed form from ``w . s`` and ``s . s`` (the
+renormalisation factor is 1 / sqrt(1 + rate^2)): two reductions and one fused update per tensor.
 
-Two ways of getting the step:
-- torch.optim.SGD without momentum: the step is -grad (weight decay only adds a multiple of w,
-  which the projection removes), so t = grad and the base optimizer never runs on these groups.
-- any other base: the base steps first and t is its displacement (kept in a snapshot of w).
+Where the step comes from:
+- torch.optim.SGD without momentum: s = -grad (its weight decay adds a multiple of w, which the
+  projection removes), so the base optimizer never runs on these groups;
+- any other base: the base optimizer steps, and s is its displacement from a snapshot of w.
+
+The initial norm is recorded in the optimizer state at a parameter's first Layca step, so it
+survives state_dict() and the weights cannot drift off their sphere over long runs.
 """
 from __future__ import annotations
 
 import math
 import numbers
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 NORM0 = "layca_norm0"  # per-parameter state: ||w|| at its first Layca step (a Python float)
+CPU_ONE_PASS_ELEMENTS = 2**16  # from this size on, a CPU tensor's update is worth its own call
+_LAYCA_KEYS = ("params", "param_names", "layca", "lr_scale")
 
 
 class Layca(Optimizer):
@@ -32,9 +36,9 @@ class Layca(Optimizer):
 
     Each param group may carry ``layca`` (bool, default True: Algorithm 1; False: the base
     optimizer's ordinary update) and ``lr_scale`` (float >= 0, default 1: the group's rate is
-    ``lr * lr_scale``), as produced by :func:`layrot_core.param_groups`. Remaining keyword
-    arguments go to `base`. Schedulers change ``lr`` as usual; ``state_dict()`` holds the base
-    optimizer's state plus each layer's initial norm.
+    ``lr * lr_scale``), as :func:`layrot_core.param_groups` builds them. Other keyword arguments
+    go to `base`. Schedulers change ``lr`` as usual; ``state_dict()`` holds the base optimizer's
+    state plus each layer's initial norm.
     """
 
     def __init__(
@@ -50,12 +54,10 @@ class Layca(Optimizer):
                 f"base={given} is not allowed: give a torch.optim.Optimizer class such as "
                 "torch.optim.SGD or torch.optim.Adam (the class, not an instance, and not Layca)"
             )
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
-            math.isfinite(lr) and lr > 0
-        ):
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr={lr!r} must be a finite number > 0")
-        # The base optimizer and Layca share the same group dicts and state, so schedulers,
-        # state_dict() and load_state_dict() see one optimizer.
+        # Layca and its base optimizer share one list of group dicts and one state, so
+        # schedulers, state_dict() and load_state_dict() act on both.
         self.base = base(params, lr=lr, **base_kwargs)
         super().__init__(self.base.param_groups, {**self.base.defaults, "layca": True, "lr_scale": 1.0})
         self.state = self.base.state
@@ -76,13 +78,14 @@ class Layca(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        if "base" in self.__dict__:  # load_state_dict() replaced our groups and state: share them
+        if "base" in self.__dict__:  # load_state_dict() gave us new groups and state: share them
             self.base.__setstate__({"state": self.state, "param_groups": self.param_groups})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        along_grad = [g for g in self.param_groups if g["layca"] and self._steps_along_grad(g)]
         via_base = [g for g in self.param_groups if not (g["layca"] and self._steps_along_grad(g))]
-        first_norms = {  # ||w0|| of layers Layca has not stepped yet
+        first_norms = {
             p: _norm(p)
             for g in self.param_groups if g["layca"]
             for p in g["params"] if p.requires_grad and NORM0 not in self.state.get(p, ())
@@ -98,26 +101,23 @@ class Layca(Optimizer):
                 loss = closure()
         else:
             loss = None
-
-        for p, norm in first_norms.items():  # after the base step: bases initialise empty state
+        for p, norm in first_norms.items():  # only now: base optimizers initialise empty state
             if p.grad is not None:
                 self.state[p][NORM0] = norm.item()
-        # (param, other, rate, sign, displaced); the step is s = sign * (grad or displacement):
-        # along grad: param holds w and other the grad; displaced: param holds the base
-        # optimizer's displacement (param - snapshot) and other the weight before it (snapshot)
+
+        # (param, other, rate, sign, displaced): along grad, param holds w and other the grad,
+        # and s = sign * grad; displaced, param holds the base optimizer's result and other the
+        # snapshot w, and s = param - snapshot
         items = []
-        for g in self.param_groups:
+        for g in along_grad:
+            rate, sign = float(g["lr"]) * g["lr_scale"], 1.0 if g["maximize"] else -1.0
+            items += [(p, p.grad, rate, sign, False) for p in g["params"] if p.grad is not None]
+        for g in via_base:
             if g["layca"]:
                 rate = float(g["lr"]) * g["lr_scale"]
-                for p in g["params"]:
-                    if p.grad is None:
-                        continue
-                    if p in snapshots:
-                        items.append((p.sub_(snapshots[p]), snapshots[p], rate, 1.0, True))
-                    else:
-                        items.append((p, p.grad, rate, 1.0 if g["maximize"] else -1.0, False))
-        for device_items in _by_device(items).values():
-            self._rotate_(*(list(x) for x in zip(*device_items)))
+                items += [(p, snapshots[p], rate, 1.0, True) for p in g["params"] if p.grad is not None]
+        for kind in _by_device_and_dtype(items):
+            self._rotate_(*(list(column) for column in zip(*kind)))
         return loss
 
     def _steps_along_grad(self, group: dict[str, Any]) -> bool:
@@ -125,53 +125,74 @@ class Layca(Optimizer):
         return type(self.base) is torch.optim.SGD and group["momentum"] == 0
 
     def _base_step(self, groups: list[dict[str, Any]], closure: Callable[[], Any] | None) -> Any:
-        """One base step on `groups` only; non-layca groups at their rate lr * lr_scale."""
-        scaled = [g for g in groups if not g["layca"] and g["lr_scale"] != 1]
-        rates = [g["lr"] for g in scaled]
-        self.base.param_groups = groups
+        """One base step on `groups`, seen by the base as temporary copies: non-layca groups at
+        rate lr * lr_scale, and layca groups that differ only in lr_scale merged into one (the
+        base's rate does not matter to Layca), so a per-layer group costs no per-group overhead."""
+        merged: list[dict[str, Any]] = []
+        for g in groups:
+            if g["layca"] and merged and merged[-1]["layca"] and _same_settings(merged[-1], g):
+                merged[-1]["params"] = merged[-1]["params"] + g["params"]
+            elif g["layca"]:
+                merged.append(dict(g))
+            else:
+                merged.append({**g, "lr": g["lr"] * g["lr_scale"]})
+        self.base.param_groups = merged
         try:
-            for g in scaled:
-                g["lr"] = g["lr"] * g["lr_scale"]
             return self.base.step(closure)
         finally:
-            for g, lr in zip(scaled, rates):
-                g["lr"] = lr
             self.base.param_groups = self.param_groups
 
     def _rotate_(self, params: list[Tensor], others: list[Tensor], rates: list[float],
                  signs: list[float], displaced: list[bool]) -> None:
-        """Algorithm 1 in place for tensors of one device (items as built in step())."""
-        scalars = [[self.state[p][NORM0] for p in params], rates, signs,
-                   [_tolerance(p.dtype) for p in params]]
-        norm0, rate, sign, tol = torch.tensor(scalars, dtype=torch.float64, device=params[0].device).unbind()
-        pt = torch.stack([_dot(p, t) for p, t in zip(params, others)]).to(torch.float64)
-        ss = torch.stack([_dot(p, p) if d else _dot(t, t) for p, t, d in zip(params, others, displaced)])
-        a, b = _coefficients(sign * pt, ss.to(torch.float64), rate, norm0, tol)
-        # w_next = a * w + b * s: along grad p <- a * p + b * sign * grad,
-        # displaced p <- b * sign * p + a * snapshot
-        swap = torch.tensor(displaced, device=a.device)
-        _scale_add_(params, others, torch.where(swap, b * sign, a), torch.where(swap, a, b * sign))
+        """Algorithm 1, in place, on tensors of one device and dtype (items built in step())."""
+        moved = [(p, t) for p, t, d in zip(params, others, displaced) if d]
+        if moved:  # param <- base result - snapshot = the base optimizer's step
+            torch._foreach_sub_(*(list(x) for x in zip(*moved)))
+        steps = [p if d else t for p, t, d in zip(params, others, displaced)]
+        exact = params[0].dtype == torch.float64
+        ss = torch._foreach_powsum(steps, 2, dtype=torch.float64 if exact else torch.float32)
+        ps = [_dot(p, t) for p, t in zip(params, others)]
+        # the scalars are read on the host once per step (one device sync on accelerators)
+        ss, ps = torch.stack([torch.stack(ss), torch.stack(ps)]).tolist()
+        tol = 16 * torch.finfo(torch.float64 if exact else torch.float32).eps
+        alphas, betas = [], []
+        for p, s2, pt, rate, sign, d in zip(params, ss, ps, rates, signs, displaced):
+            a, b = _coefficients(sign * pt, s2, rate, self.state[p][NORM0], tol)
+            # new w = a * w + b * s; along grad: p <- a * p + (b * sign) * grad;
+            # displaced: p <- (b * sign) * p + a * snapshot
+            alphas.append(b * sign if d else a)
+            betas.append(a if d else b * sign)
+        _scale_add_(params, others, alphas, betas)
 
 
-def _coefficients(ws: Tensor, ss: Tensor, rate: Tensor, norm0: Tensor, tol: Tensor) -> tuple[Tensor, Tensor]:
-    """Scalars a, b with rotate(w, s) = a * w + b * s, from w . s, s . s and |w| = norm0.
+def _coefficients(ws: float, ss: float, rate: float, norm0: float, tol: float) -> tuple[float, float]:
+    """Scalars a, b with rotated(w, s) = a * w + b * s, from w . s, s . s and |w| = norm0.
 
-    rotate(w, s) = (w + rate * norm0 * s_perp / |s_perp|) / sqrt(1 + rate^2), with
-    s_perp = s - (w . s / norm0^2) w, which has norm norm0 exactly and makes the angle
-    atan(rate). A step with |s_perp|^2 <= tol * |s|^2 lies along w (up to rounding): zero step.
+    rotated(w, s) = (w + rate * norm0 * u) / sqrt(1 + rate^2), with u the unit vector along
+    s_perp = s - (w . s / norm0^2) w: norm norm0 and an angle of atan(rate) to w. A step with
+    |s_perp|^2 <= tol * |s|^2 lies along w up to rounding, and is a zero step: a = 1, b = 0.
     """
-    perp2 = (ss - ws * ws / norm0**2).clamp_min(0.0)
-    moves = perp2 > tol * ss
-    k = torch.where(moves, rate * norm0 / perp2.clamp_min(torch.finfo(torch.float64).tiny).sqrt(), 0.0)
-    shrink = torch.where(moves, torch.rsqrt(1.0 + rate * rate), 1.0)
+    perp2 = ss - ws * ws / norm0**2
+    if perp2 <= tol * ss:
+        return 1.0, 0.0
+    k = rate * norm0 / math.sqrt(perp2)
+    shrink = 1.0 / math.sqrt(1.0 + rate * rate)
     return (1.0 - k * ws / norm0**2) * shrink, k * shrink
 
 
-def _by_device(items: list[tuple]) -> dict[torch.device, list[tuple]]:
-    groups: dict[torch.device, list[tuple]] = defaultdict(list)
+def _same_settings(g: dict[str, Any], h: dict[str, Any]) -> bool:
+    """Same hyper-parameters, apart from the keys only Layca reads."""
+    def same(x: Any, y: Any) -> bool:
+        return x is y or (type(x) is type(y) and not isinstance(x, Tensor) and x == y)
+
+    return g.keys() == h.keys() and all(k in _LAYCA_KEYS or same(g[k], h[k]) for k in g)
+
+
+def _by_device_and_dtype(items: list[tuple]) -> Iterator[list[tuple]]:
+    kinds: dict[tuple[torch.device, torch.dtype], list[tuple]] = defaultdict(list)
     for item in items:
-        groups[item[0].device].append(item)
-    return groups
+        kinds[item[0].device, item[0].dtype].append(item)
+    return iter(kinds.values())
 
 
 def _flat(t: Tensor) -> Tensor:
@@ -188,29 +209,19 @@ def _norm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dtype=torch.float64)
 
 
-def _tolerance(dtype: torch.dtype) -> float:
-    """|s_perp|^2 <= tol * |s|^2 is rounding noise of the subtraction that computes it."""
-    return 16 * torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).eps
+def _scale_add_(ws: list[Tensor], ts: list[Tensor], alphas: list[float], betas: list[float]) -> None:
+    """w <- alpha * w + beta * t for each pair, with the arithmetic in at least float32.
 
-
-def _scale_add_(ws: list[Tensor], ts: list[Tensor], alphas: Tensor, betas: Tensor) -> None:
-    """w <- alpha * w + beta * t for each pair."""
-    if alphas.device.type == "cpu":
-        _scale_add_cpu_(ws, ts, alphas.tolist(), betas.tolist())
-    else:
-        _scale_add_foreach_(ws, ts, alphas, betas)
-
-
-def _scale_add_cpu_(ws: list[Tensor], ts: list[Tensor], alphas: list[float], betas: list[float]) -> None:
-    """One pass per tensor: addr_ computes alpha*w + beta*(t outer [1]) in a single kernel."""
-    for w, t, a, b in zip(ws, ts, alphas, betas):
-        if w.is_contiguous() and t.is_contiguous():
+    Large contiguous CPU tensors take one pass each (addr_ computes alpha * w + beta * (t outer
+    [1]) in one kernel); the rest two multi-tensor passes.
+    """
+    one_pass = [w.device.type == "cpu" and w.numel() >= CPU_ONE_PASS_ELEMENTS and w.is_contiguous()
+                and t.is_contiguous() for w, t in zip(ws, ts)]
+    rest = [i for i, alone in enumerate(one_pass) if not alone]
+    for w, t, a, b, alone in zip(ws, ts, alphas, betas, one_pass):
+        if alone:
             w.view(-1, 1).addr_(t.view(-1), w.new_ones(1), beta=a, alpha=b)
-        else:
-            w.mul_(a).add_(t, alpha=b)
-
-
-def _scale_add_foreach_(ws: list[Tensor], ts: list[Tensor], alphas: Tensor, betas: Tensor) -> None:
-    """Accelerators: scalars stay on the device (no host sync), two multi-tensor passes."""
-    torch._foreach_mul_(ws, list(alphas.unbind()))
-    torch._foreach_addcmul_(ws, ts, list(betas.unbind()))
+    if rest:  # w + (alpha - 1) * w * 1, then + beta * t * 1: faster than mul_ for small tensors
+        rest_ws, ones = [ws[i] for i in rest], [ws[rest[0]].new_ones(1)] * len(rest)
+        torch._foreach_addcmul_(rest_ws, rest_ws, ones, [alphas[i] - 1.0 for i in rest])
+        torch._foreach_addcmul_(rest_ws, [ts[i] for i in rest], ones, [betas[i] for i in rest])
