@@ -195,14 +195,23 @@ def _by_device_and_dtype(items: list[tuple]) -> Iterator[list[tuple]]:
     return iter(kinds.values())
 
 
-def _flat(t: Tensor) -> Tensor:
-    """A 1-D view (a copy if non-contiguous), in at least float32 for accurate reductions."""
-    t = t.reshape(-1)
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+def _flat_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+    """1-D views of x and y, element for element, when both share one dense memory layout
+    (contiguous, channels_last, ...); None when that would need copies."""
+    if x.stride() != y.stride():
+        return None
+    if not x.is_contiguous():
+        order = sorted(range(x.dim()), key=x.stride, reverse=True)
+        x, y = x.permute(order), y.permute(order)
+    return (x.view(-1), y.view(-1)) if x.is_contiguous() else None
 
 
 def _dot(x: Tensor, y: Tensor) -> Tensor:
-    return torch.dot(_flat(x), _flat(y))
+    """x . y, accumulated in at least float32."""
+    x, y = _flat_pair(x, y) or (x.reshape(-1), y.reshape(-1))
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x, y = x.float(), y.float()
+    return torch.dot(x, y)
 
 
 def _norm(x: Tensor) -> Tensor:
@@ -212,15 +221,16 @@ def _norm(x: Tensor) -> Tensor:
 def _scale_add_(ws: list[Tensor], ts: list[Tensor], alphas: list[float], betas: list[float]) -> None:
     """w <- alpha * w + beta * t for each pair, with the arithmetic in at least float32.
 
-    Large contiguous CPU tensors take one pass each (addr_ computes alpha * w + beta * (t outer
-    [1]) in one kernel); the rest two multi-tensor passes.
+    Large dense CPU tensors take one pass each (addr_ computes alpha * w + beta * (t outer [1])
+    in one kernel); the rest two multi-tensor passes.
     """
-    one_pass = [w.device.type == "cpu" and w.numel() >= CPU_ONE_PASS_ELEMENTS and w.is_contiguous()
-                and t.is_contiguous() for w, t in zip(ws, ts)]
-    rest = [i for i, alone in enumerate(one_pass) if not alone]
-    for w, t, a, b, alone in zip(ws, ts, alphas, betas, one_pass):
-        if alone:
-            w.view(-1, 1).addr_(t.view(-1), w.new_ones(1), beta=a, alpha=b)
+    flat = [_flat_pair(w, t) if w.device.type == "cpu" and w.numel() >= CPU_ONE_PASS_ELEMENTS else None
+            for w, t in zip(ws, ts)]
+    for pair, a, b in zip(flat, alphas, betas):
+        if pair is not None:
+            w, t = pair
+            w.view(-1, 1).addr_(t, w.new_ones(1), beta=a, alpha=b)
+    rest = [i for i, pair in enumerate(flat) if pair is None]
     if rest:  # w + (alpha - 1) * w * 1, then + beta * t * 1: faster than mul_ for small tensors
         rest_ws, ones = [ws[i] for i in rest], [ws[rest[0]].new_ones(1)] * len(rest)
         torch._foreach_addcmul_(rest_ws, rest_ws, ones, [alphas[i] - 1.0 for i in rest])

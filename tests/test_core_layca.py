@@ -337,17 +337,26 @@ def test_float32_norm_does_not_drift_over_many_steps():
 
 
 @pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.Adam])
-def test_non_contiguous_parameters(base):
-    contiguous = nn.Parameter(torch.randn(5, 8, dtype=F64))
-    strided = nn.Parameter(contiguous.detach().t().contiguous().t())  # same values, transposed layout
-    assert not strided.is_contiguous()
+@pytest.mark.parametrize("layout", ["transposed", "channels_last"])
+def test_non_contiguous_parameters(base, layout):
+    """Same trajectory as contiguous weights, for a strided view and a channels_last kernel
+    large enough for the one-pass CPU update."""
+    shape = (5, 8) if layout == "transposed" else (64, 32, 6, 6)
+
+    def relayout(t):
+        return t.t().contiguous().t() if layout == "transposed" else t.contiguous(memory_format=torch.channels_last)
+
+    contiguous = nn.Parameter(torch.randn(shape, dtype=F64))
+    other = nn.Parameter(relayout(contiguous.detach()))
+    assert not other.is_contiguous() and torch.equal(contiguous, other)
     a = lc.Layca([contiguous], base=base, lr=0.2)
-    b = lc.Layca([strided], base=base, lr=0.2)
+    b = lc.Layca([other], base=base, lr=0.2)
     for _ in range(10):
-        g = torch.randn(5, 8, dtype=F64)
-        contiguous.grad, strided.grad = g, g.t().contiguous().t()
+        g = torch.randn(shape, dtype=F64)
+        contiguous.grad, other.grad = g, relayout(g)
         a.step(), b.step()
-    torch.testing.assert_close(contiguous, strided, rtol=1e-13, atol=1e-14)
+    assert other.stride() == relayout(contiguous.detach()).stride()
+    torch.testing.assert_close(contiguous, other, rtol=1e-12, atol=1e-14)
 
 
 def test_fused_update_matches_its_definition_on_every_path():
