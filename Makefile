@@ -2,8 +2,9 @@
 VENV  := .venv
 STAMP := $(VENV)/.layrot-installed
 STORE ?= results/quick
+STUDY ?= results/study
 
-.PHONY: setup quick test
+.PHONY: setup quick test study
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -18,3 +19,12 @@ quick: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The reproduction study (docs/reproduction.md): four sweeps on real Fashion-MNIST, about an
+# hour on a 2-core CPU; --resume makes an interrupted study continue where it stopped.
+study: $(STAMP)
+	for spec in rho alpha sgd adaptive; do \
+		$(VENV)/bin/layrot sweep sweeps/study-$$spec.yaml --store $(STUDY) --resume || exit 1; \
+	done
+	$(VENV)/bin/layrot report --store $(STUDY) -o $(STUDY)/report.html --min-train-acc 0.98
+	$(VENV)/bin/python -m analysis.reproduction $(STUDY) --write docs/reproduction.md

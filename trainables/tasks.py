@@ -49,6 +49,8 @@ _PAPER = [
 _FASHION_MNIST = [
     Task("fmnist", "fashion_mnist", "fmnist_cnn", 40, (32, 36, 39), 0.2, 1e-3, False, data_fraction=0.1,
          description="VGG-style 6-layer CNN on a fixed tenth of Fashion-MNIST (offline default)"),
+    Task("fmnist-full", "fashion_mnist", "fmnist_cnn", 40, (32, 36, 39), 0.2, 1e-3, False,
+         description="the fmnist model and protocol on the full 54k training split"),
     Task("fmnist-quick", "fashion_mnist", "fmnist_cnn_quick", 3, (2,), 0.2, 1e-3, False, data_fraction=0.02,
          description="tiny 4-layer CNN on 2% of Fashion-MNIST, seconds per run (tests, smoke runs)"),
 ]
