@@ -10,7 +10,8 @@ renormalisation factor is 1 / sqrt(1 + rate^2)): two reductions and one fused up
 Where the step comes from:
 - torch.optim.SGD without momentum: s = -grad (its weight decay adds a multiple of w, which the
   projection removes), so the base optimizer never runs on these groups;
-- any other base: the base optimizer steps, and s is its displacement from a snapshot of w.
+- any other base: the base optimizer steps, and s is its displacement from a snapshot of w
+  (kept between steps: one more copy of the layca weights in memory).
 
 The initial norm is recorded in the optimizer state at a parameter's first Layca step, so it
 survives state_dict() and the weights cannot drift off their sphere over long runs.
@@ -62,6 +63,7 @@ class Layca(Optimizer):
         super().__init__(self.base.param_groups, {**self.base.defaults, "layca": True, "lr_scale": 1.0})
         self.state = self.base.state
         self.base.param_groups = self.param_groups
+        self._snapshot_buffers: dict[Tensor, Tensor] = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         layca, scale = param_group.get("layca", True), param_group.get("lr_scale", 1.0)
@@ -78,6 +80,7 @@ class Layca(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("_snapshot_buffers", {})  # not pickled: rebuilt at the next step
         if "base" in self.__dict__:  # load_state_dict() gave us new groups and state: share them
             self.base.__setstate__({"state": self.state, "param_groups": self.param_groups})
 
@@ -90,10 +93,7 @@ class Layca(Optimizer):
             for g in self.param_groups if g["layca"]
             for p in g["params"] if p.requires_grad and NORM0 not in self.state.get(p, ())
         }
-        snapshots = {
-            p: p.detach().clone(memory_format=torch.preserve_format)
-            for g in via_base if g["layca"] for p in g["params"] if p.requires_grad
-        }
+        snapshots = self._snapshot([p for g in via_base if g["layca"] for p in g["params"] if p.requires_grad])
         if via_base:
             loss = self._base_step(via_base, closure)
         elif closure is not None:
@@ -119,6 +119,19 @@ class Layca(Optimizer):
         for kind in _by_device_and_dtype(items):
             self._rotate_(*(list(column) for column in zip(*kind)))
         return loss
+
+    def _snapshot(self, params: list[Tensor]) -> dict[Tensor, Tensor]:
+        """Copies of `params` in buffers kept between steps (allocating them anew every step
+        costs as much as the copy itself)."""
+        buffers = self._snapshot_buffers
+        for p in params:
+            kept = buffers.get(p)
+            if kept is None or kept.shape != p.shape or kept.stride() != p.stride() or kept.dtype != p.dtype \
+                    or kept.device != p.device:
+                buffers[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+        if params:
+            torch._foreach_copy_([buffers[p] for p in params], params)
+        return {p: buffers[p] for p in params}
 
     def _steps_along_grad(self, group: dict[str, Any]) -> bool:
         """SGD without momentum steps along -grad (its weight decay is projected away)."""
