@@ -86,8 +86,10 @@ class Layca(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        along_grad = [g for g in self.param_groups if g["layca"] and self._steps_along_grad(g)]
-        via_base = [g for g in self.param_groups if not (g["layca"] and self._steps_along_grad(g))]
+        """One step: the base optimizer's, then Algorithm 1 on every layca parameter."""
+        by_grad = [g["layca"] and self._steps_along_grad(g) for g in self.param_groups]
+        along_grad = [g for g, yes in zip(self.param_groups, by_grad) if yes]
+        via_base = [g for g, yes in zip(self.param_groups, by_grad) if not yes]
         first_norms = {
             p: _norm(p)
             for g in self.param_groups if g["layca"]
@@ -221,7 +223,10 @@ def _flat_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
 
 def _dot(x: Tensor, y: Tensor) -> Tensor:
     """x . y, accumulated in at least float32."""
-    x, y = _flat_pair(x, y) or (x.reshape(-1), y.reshape(-1))
+    if x.is_contiguous() and y.is_contiguous():
+        x, y = x.view(-1), y.view(-1)
+    else:
+        x, y = _flat_pair(x, y) or (x.reshape(-1), y.reshape(-1))
     if x.dtype in (torch.float16, torch.bfloat16):
         x, y = x.float(), y.float()
     return torch.dot(x, y)

@@ -33,7 +33,7 @@ def layer_multipliers(num_layers: int, alpha: float) -> list[float]:
     if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral) or num_layers < 1:
         raise ValueError(f"num_layers={num_layers!r} must be an integer >= 1")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not -1.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha={alpha!r} is outside the allowed range [-1, 1]")
+        raise ValueError(f"alpha={alpha!r} is not allowed: alpha must be a number in [-1, 1]")
     if num_layers == 1:
         return [1.0]
     last = int(num_layers) - 1
