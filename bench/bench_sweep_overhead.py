@@ -10,10 +10,12 @@ loading data, checkpoints, reports and writing the store. Target on a 2-core mac
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import pyarrow.dataset as ds
 
@@ -35,17 +37,32 @@ def main() -> None:
     concurrency = max(1, min(spec.num_trials, slots, args.max_concurrent or slots))
 
     with tempfile.TemporaryDirectory(prefix="layrot-bench-") as store:
-        start = time.perf_counter()
+        start, start_clock = time.time(), time.perf_counter()
         outcome = run_sweep(spec, store, max_concurrent=args.max_concurrent)
-        wall = time.perf_counter() - start
+        wall = time.perf_counter() - start_clock
         trials = ds.dataset(f"{store}/trials", format="parquet").to_table().to_pandas()
+        spans = trial_spans(Path(store) / "_tune" / spec.name)
 
     busy = float(trials["wall_seconds"].sum())
     ideal = busy / concurrency
+    setup = sum(total for _, _, total in spans) - busy
     print(f"spec {spec.name}: {outcome.trials} trials ({outcome.completed} completed, {outcome.diverged} diverged, "
           f"{outcome.errored} errored), {concurrency} at a time on {os.cpu_count()} CPUs")
+    print(f"where the rest went: {min(s for s, _, _ in spans) - start:.0f} s to the first trial's start (Ray, "
+          f"Tune), {setup:.0f} s of trial time outside epochs (imports, data, checkpoints; all trials), "
+          f"{start + wall - max(e for _, e, _ in spans):.0f} s after the last report (shutdown)")
     print(f"sum of trial times {busy:.1f} s / concurrency {concurrency} = {ideal:.1f} s; sweep wall time {wall:.1f} s")
     print(f"overhead ratio (wall / ideal): {wall / ideal:.3f}   (target <= 1.15)")
+
+
+def trial_spans(experiment: Path) -> list[tuple[float, float, float]]:
+    """(start, end, seconds) of each trial, from Tune's own result log: the last report's
+    timestamp and time since the trial started (whole seconds for the timestamps)."""
+    spans = []
+    for log in experiment.glob("*/result.json"):
+        last = json.loads(log.read_text().splitlines()[-1])
+        spans.append((last["timestamp"] - last["time_total_s"], last["timestamp"], last["time_total_s"]))
+    return spans
 
 
 if __name__ == "__main__":

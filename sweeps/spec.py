@@ -97,7 +97,6 @@ class SweepSpec:
     gpus: float = 0.0
     max_failures: int = 2
     description: str = ""
-    source: str = ""
 
     def axes(self) -> dict[str, tuple]:
         """Trial config key -> the grid values, in the order the grid is expanded."""
@@ -246,7 +245,6 @@ def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = N
         gpus=float(gpus),
         max_failures=max_failures,
         description=description.strip(),
-        source=source,
     )
 
 

@@ -120,7 +120,7 @@ def test_quick_smoke_sweep_fills_a_consistent_store(quick_smoke_store):
     # Plain pandas and DuckDB read the store without our code.
     assert pd.read_parquet(store / "epochs").shape[0] == len(epochs)
     duckdb = pytest.importorskip("duckdb")
-    count = duckdb.sql(f"select count(*) from read_parquet('{store}/rotation/*/*.parquet')").fetchone()[0]
+    [(count,)] = duckdb.sql(f"select count(*) from read_parquet('{store}/rotation/*/*.parquet')").fetchall()
     assert count == len(rotation)
 
 
