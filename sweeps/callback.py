@@ -13,7 +13,8 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from sweeps.spec import trial_config
-from sweeps.store import REPORT_KEYS, TrialRecord, stored_epochs
+from sweeps.store import TrialRecord, stored_epochs
+from trainables import METRIC_KEYS
 from trainables.config import resolve
 
 
@@ -55,7 +56,7 @@ class StoreCallback(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         rec = self._record(trial)
-        rec.add_epoch({k: result[k] for k in REPORT_KEYS})
+        rec.add_epoch({k: result[k] for k in METRIC_KEYS})
         rec.status, rec.error = "running", None
         rec.write(self.store)
         if time.monotonic() - self._last_progress >= self.progress_every_s:

@@ -21,10 +21,6 @@ import pyarrow.parquet as pq
 from sweeps.schema import SCHEMAS, STATUSES, TABLES, TRIALS, check_sweep_name, with_version
 
 ROTATION_HIGH = 0.9  # threshold of the trials table's rotation_frac_above_0_9
-# The keys of a trial's per-epoch report (trainables.train.METRIC_KEYS, spelled out here so the
-# driver never imports torch; a test keeps the two equal).
-REPORT_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds",
-               "diverged", "rotation", "layer_names")
 
 
 def open_store(store: str) -> tuple[pafs.FileSystem, str]:

@@ -7,7 +7,7 @@ import pytest
 from ray.tune.experiment import Trial
 
 from sweeps.callback import StoreCallback
-from sweeps.store import REPORT_KEYS, read_trial_file
+from sweeps.store import read_trial_file
 
 CONFIG = {"task": "fmnist-quick", "optimizer": "sgd+layca", "alpha": -0.2, "rho0": 9.0, "seed": 1, "epochs": 3,
           "_fail_once_at_epoch": 2}
@@ -76,8 +76,3 @@ def test_resumed_driver_continues_a_trials_files(tmp_path):
     row = read_trial_file(str(tmp_path), "trials", "s", "t1").to_pylist()[0]
     assert (row["status"], row["epochs_done"], row["wall_seconds"]) == ("completed", 3, pytest.approx(1.5))
 
-
-def test_the_store_reads_exactly_the_keys_trials_report():
-    from trainables.train import METRIC_KEYS
-
-    assert REPORT_KEYS == METRIC_KEYS

@@ -22,3 +22,7 @@ Outside Ray Tune it prints one line per epoch and returns the list of these dict
 a Tune trial (``trainables.tune_trial.run_trial``) it reports each dict with a checkpoint and
 resumes from ``ray.tune.get_checkpoint()``. Ray is imported only there.
 """
+
+# The per-epoch report's keys, in order (importable without torch, e.g. by a sweep driver).
+METRIC_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds",
+               "diverged", "rotation", "layer_names")

@@ -17,13 +17,12 @@ import torch.nn.functional as F
 
 import layrot_core as lc
 from trainables import data as datasets
+from trainables import METRIC_KEYS
 from trainables.config import RUNTIME_KEYS, TrainConfig, resolve
 from trainables.models import build_model, input_shape
 from trainables.optimizers import OPTIMIZERS
 
 EVAL_BATCH = 1000
-METRIC_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds",
-               "diverged", "rotation", "layer_names")
 
 
 def pick_device(name: str) -> torch.device:
