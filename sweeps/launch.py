@@ -85,15 +85,21 @@ def check_store_reachable(store: str, node_addresses: list[str], driver_addresse
         )
 
 
-def check_resources(spec: SweepSpec, nodes: list[dict]) -> None:
-    """Refuse a spec no node can run: Tune would otherwise leave its trials pending forever."""
+def check_resources(spec: SweepSpec, nodes: list[dict], autoscaling: bool = False) -> str | None:
+    """Refuse a spec no node can run: Tune would otherwise leave its trials pending forever.
+
+    On an existing cluster an autoscaler may still add a node that fits (a GPU worker scaled
+    from zero), so there the shortage is only returned, as a warning to print.
+    """
     fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= spec.cpus and n["Resources"].get("GPU", 0) >= spec.gpus]
-    if not fits:
-        most = max(((n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes), default=(0, 0))
-        raise ValueError(
-            f"spec {spec.name!r} asks {spec.cpus:g} CPU and {spec.gpus:g} GPU per trial, but no node of "
-            f"the cluster has that much (largest: {most[0]:g} CPU, {most[1]:g} GPU); change 'resources'"
-        )
+    if fits:
+        return None
+    most = max(((n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes), default=(0, 0))
+    message = (f"spec {spec.name!r} asks {spec.cpus:g} CPU and {spec.gpus:g} GPU per trial, but no node of "
+               f"the cluster has that much (largest: {most[0]:g} CPU, {most[1]:g} GPU)")
+    if not autoscaling:
+        raise ValueError(f"{message}; change 'resources'")
+    return f"{message} yet; trials wait until the autoscaler adds such a node"
 
 
 def _experiment(spec: SweepSpec, store: str) -> str:
@@ -132,8 +138,9 @@ def _save_grid(spec: SweepSpec, store: str) -> None:
         f.write(_grid_json(spec).encode())
 
 
-def _connect(address: str | None) -> None:
-    """An existing cluster when given one (argument or RAY_ADDRESS), else an embedded Ray."""
+def _connect(address: str | None) -> bool:
+    """An existing cluster when given one (argument or RAY_ADDRESS), else an embedded Ray.
+    Returns whether it is an existing cluster."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -141,6 +148,7 @@ def _connect(address: str | None) -> None:
         ray.init(address=address, log_to_driver=True)
     else:  # "local": never attach to someone else's Ray on this machine
         ray.init(address="local", include_dashboard=False)
+    return bool(address)
 
 
 def run_sweep(
@@ -171,11 +179,12 @@ def run_sweep(
     from sweeps.callback import StoreCallback
 
     restoring = previous_state(spec, store, resume)  # also fails on a malformed URI, before Ray starts
-    _connect(address)
+    existing_cluster = _connect(address)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         check_store_reachable(store, [n["NodeManagerAddress"] for n in nodes], local_addresses())
-        check_resources(spec, nodes)
+        if warning := check_resources(spec, nodes, autoscaling=existing_cluster):
+            print(f"[{spec.name}] warning: {warning}", file=out or sys.stdout, flush=True)
         if not restoring:
             _save_grid(spec, store)
 

@@ -48,3 +48,11 @@ def test_resources_must_fit_one_node():
         check_resources(_spec(gpus=0.5), nodes[:1])
     with pytest.raises(ValueError, match=r"asks 16 CPU and 0 GPU per trial"):
         check_resources(_spec(cpus=16), nodes)
+
+
+def test_an_autoscaling_cluster_only_warns_of_missing_resources():
+    cpu_head = [{"Resources": {"CPU": 2.0}}]  # GPU workers not started yet
+    assert check_resources(_spec(cpus=4, gpus=0.5), cpu_head + [{"Resources": {"CPU": 8.0, "GPU": 1.0}}],
+                           autoscaling=True) is None
+    warning = check_resources(_spec(gpus=0.5), cpu_head, autoscaling=True)
+    assert warning.startswith("spec 'r' asks 1 CPU and 0.5 GPU per trial") and "autoscaler" in warning
