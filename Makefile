@@ -3,6 +3,8 @@ VENV  := .venv
 STAMP := $(VENV)/.layrot-installed
 STORE ?= results/quick
 STUDY ?= results/study
+# 30-epoch study runs rarely reach 99% train accuracy (docs/reproduction.md): correlate over >= 95%.
+STUDY_MIN_TRAIN_ACC ?= 0.95
 
 .PHONY: setup quick test study
 
@@ -26,5 +28,5 @@ study: $(STAMP)
 	for spec in rho alpha sgd adaptive; do \
 		$(VENV)/bin/layrot sweep sweeps/study-$$spec.yaml --store $(STUDY) --resume || exit 1; \
 	done
-	$(VENV)/bin/layrot report --store $(STUDY) -o $(STUDY)/report.html --min-train-acc 0.98
-	$(VENV)/bin/python -m analysis.reproduction $(STUDY) --write docs/reproduction.md
+	$(VENV)/bin/layrot report --store $(STUDY) -o $(STUDY)/report.html --min-train-acc $(STUDY_MIN_TRAIN_ACC)
+	$(VENV)/bin/python -m analysis.reproduction $(STUDY) --min-train-acc $(STUDY_MIN_TRAIN_ACC) --write docs/reproduction.md
