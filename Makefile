@@ -25,7 +25,7 @@ test: $(STAMP)
 # The reproduction study (docs/reproduction.md): four sweeps on real Fashion-MNIST, about an
 # hour on a 2-core CPU; --resume makes an interrupted study continue where it stopped.
 study: $(STAMP)
-	for spec in rho alpha sgd adaptive; do \
+	for spec in rho alpha sgd adaptive adaptive-seed1; do \
 		$(VENV)/bin/layrot sweep sweeps/study-$$spec.yaml --store $(STUDY) --resume || exit 1; \
 	done
 	$(VENV)/bin/layrot report --store $(STUDY) -o $(STUDY)/report.html --min-train-acc $(STUDY_MIN_TRAIN_ACC)
