@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from analysis.figures import rho_label
 from analysis.load import Results, load
 from analysis.stats import ROTATION_SUMMARIES, correlate, fitted
 
@@ -54,18 +55,13 @@ def _pct(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{100 * x:.2f}"
 
 
-def _rate(rho0: float) -> str:
-    k = np.log(rho0) / np.log(3)
-    return f"3^{round(k)}" if abs(k - round(k)) < 1e-9 else f"{rho0:.3g}"
-
-
 def _seeds(values: list[float]) -> str:
     return " / ".join(_pct(v) for v in values)
 
 
 def _setting_row(name: str, row: pd.Series, reference: float) -> str:
     delta = row["test_acc"] - reference
-    return (f"| {name} | {row['alpha']:g} | {_rate(row['rho0'])} | {_pct(row['val_acc'])} | "
+    return (f"| {name} | {row['alpha']:g} | {rho_label(row['rho0'])} | {_pct(row['val_acc'])} | "
             f"{_pct(row['test_acc'])} ({_seeds(row['test_by_seed'])}) | {100 * delta:+.2f} | "
             f"{_pct(row['train_acc'])} | {row['rotation_mean']:.3f} | {row['rotation_min']:.3f} | "
             f"{row['rotation_frac']:.2f} |")
@@ -144,7 +140,7 @@ def render(results: Results, min_train_acc: float, n_boot: int = 1000) -> str:
               "| rho(0) | test % (seeds) | train % | rotation mean | rotation min | diverged seeds |",
               "|---|---|---|---|---|---|"]
     for _, r in rhos.iterrows():
-        lines.append(f"| {_rate(r['rho0'])} | {_pct(r['test_acc'])} ({_seeds(r['test_by_seed'])}) | "
+        lines.append(f"| {rho_label(r['rho0'])} | {_pct(r['test_acc'])} ({_seeds(r['test_by_seed'])}) | "
                      f"{_pct(r['train_acc'])} | {r['rotation_mean']:.3f} | {r['rotation_min']:.3f} | "
                      f"{r['diverged']} |")
     lines += ["", END]
