@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 import layrot_core as lc
+from layrot_core import cpu_kernels
 from trainables.models import build_model, input_shape
 
 PAPER_MODELS = {"C10-CNN1": "c10_cnn1", "C100-resnet": "resnet32", "tiny-CNN": "tiny_cnn",
@@ -93,7 +94,9 @@ def main() -> None:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; median of {args.rounds} interleaved steps")
+    kernels = "on" if device.type == "cpu" and cpu_kernels.ops() is not None else "off"
+    print(f"device: {name}; torch {torch.__version__}; median of {args.rounds} interleaved steps; "
+          f"Layca CPU kernels {kernels}")
     print(f"{'model':12s} {'params':>8s} {'layers':>6s} {'SGD ms':>8s} {'Layca/SGD':>10s} "
           f"{'Adam ms':>8s} {'Layca/Adam':>10s} {'target':>6s} {'monitor/fwd+bwd':>15s}")
     for task in args.models:

@@ -5,7 +5,8 @@ removes its component along w, scales it to length rate * ||w0|| and puts w back
 of its initial norm ||w0||: w turns by exactly ``atan(rate)``, rate = ``lr * lr_scale``
 (tan(theta) = rate, paper section 2.2). Since w stays on that sphere, the new weight is
 ``a * w + b * s`` with two scalars computed in closed form from ``w . s`` and ``s . s`` (the
-renormalisation factor is 1 / sqrt(1 + rate^2)): two reductions and one fused update per tensor.
+renormalisation factor is 1 / sqrt(1 + rate^2)): two reductions and one fused update per tensor,
+which :mod:`layrot_core.cpu_kernels` does in two passes over memory on a CPU.
 
 Where the step comes from:
 - torch.optim.SGD without momentum: s = -grad (its weight decay adds a multiple of w, which the
@@ -26,6 +27,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from layrot_core import cpu_kernels
 
 NORM0 = "layca_norm0"  # per-parameter state: ||w|| at its first Layca step (a Python float)
 CPU_ONE_PASS_ELEMENTS = 2**16  # from this size on, a CPU tensor's update is worth its own call
@@ -159,25 +162,50 @@ class Layca(Optimizer):
 
     def _rotate_(self, params: list[Tensor], others: list[Tensor], rates: list[float],
                  signs: list[float], displaced: list[bool]) -> None:
-        """Algorithm 1, in place, on tensors of one device and dtype (items built in step())."""
-        moved = [(p, t) for p, t, d in zip(params, others, displaced) if d]
-        if moved:  # param <- base result - snapshot = the base optimizer's step
-            torch._foreach_sub_(*(list(x) for x in zip(*moved)))
-        steps = [p if d else t for p, t, d in zip(params, others, displaced)]
-        exact = params[0].dtype == torch.float64
-        ss = torch._foreach_powsum(steps, 2, dtype=torch.float64 if exact else torch.float32)
-        ps = [_dot(p, t) for p, t in zip(params, others)]
-        # the scalars are read on the host once per step (one device sync on accelerators)
-        ss, ps = torch.stack([torch.stack(ss), torch.stack(ps)]).tolist()
-        tol = 16 * torch.finfo(torch.float64 if exact else torch.float32).eps
-        alphas, betas = [], []
-        for p, s2, pt, rate, sign, d in zip(params, ss, ps, rates, signs, displaced):
-            a, b = _coefficients(sign * pt, s2, rate, self.state[p][NORM0], tol)
-            # new w = a * w + b * s; along grad: p <- a * p + (b * sign) * grad;
-            # displaced: p <- (b * sign) * p + a * snapshot
-            alphas.append(b * sign if d else a)
-            betas.append(a if d else b * sign)
-        _scale_add_(params, others, alphas, betas)
+        """Algorithm 1, in place, on tensors of one device and dtype (items built in step()):
+        with the CPU kernels for the pairs they take, with torch ops for the rest."""
+        norms0 = [self.state[p][NORM0] for p in params]
+        tol = 16 * torch.finfo(torch.float64 if params[0].dtype == torch.float64 else torch.float32).eps
+        items = list(zip(params, others, rates, signs, norms0, displaced))
+        flat = _kernel_pairs(params, others)
+        if any(f is not None for f in flat):
+            columns = [list(c) for c in zip(*((*f, *item[2:]) for f, item in zip(flat, items) if f is not None))]
+            cpu_kernels.ops().rotate_(*columns, tol)
+        rest = [item for f, item in zip(flat, items) if f is None]
+        if rest:
+            _rotate_with_torch_ops_(*(list(c) for c in zip(*rest)), tol)
+
+
+def _rotate_with_torch_ops_(params: list[Tensor], others: list[Tensor], rates: list[float], signs: list[float],
+                            norms0: list[float], displaced: list[bool], tol: float) -> None:
+    """Algorithm 1 as in Layca._rotate_, with torch ops: three passes over memory per tensor."""
+    moved = [(p, t) for p, t, d in zip(params, others, displaced) if d]
+    if moved:  # param <- base result - snapshot = the base optimizer's step
+        torch._foreach_sub_(*(list(x) for x in zip(*moved)))
+    steps = [p if d else t for p, t, d in zip(params, others, displaced)]
+    wide = torch.float64 if params[0].dtype == torch.float64 else torch.float32
+    ss = torch._foreach_powsum(steps, 2, dtype=wide)
+    ps = [_dot(p, t) for p, t in zip(params, others)]
+    # the scalars are read on the host once per step (one device sync on accelerators)
+    ss, ps = torch.stack([torch.stack(ss), torch.stack(ps)]).tolist()
+    alphas, betas = [], []
+    for s2, pt, rate, sign, norm0, d in zip(ss, ps, rates, signs, norms0, displaced):
+        a, b = _coefficients(sign * pt, s2, rate, norm0, tol)
+        # new w = a * w + b * s; along grad: p <- a * p + (b * sign) * grad;
+        # displaced: p <- (b * sign) * p + a * snapshot
+        alphas.append(b * sign if d else a)
+        betas.append(a if d else b * sign)
+    _scale_add_(params, others, alphas, betas)
+
+
+def _kernel_pairs(params: list[Tensor], others: list[Tensor]) -> list[tuple[Tensor, Tensor] | None]:
+    """The pairs the CPU kernels take (dense float32/float64 CPU pairs of one layout, as 1-D views
+    where not contiguous), None for the rest; all None where the kernels are off. All tensors
+    share one device and dtype."""
+    if params[0].device.type != "cpu" or params[0].dtype not in (torch.float32, torch.float64) \
+            or cpu_kernels.ops() is None:
+        return [None] * len(params)
+    return [(p, t) if p.is_contiguous() and t.is_contiguous() else _flat_pair(p, t) for p, t in zip(params, others)]
 
 
 def _coefficients(ws: float, ss: float, rate: float, norm0: float, tol: float) -> tuple[float, float]:

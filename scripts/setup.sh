@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    # Real offline data for the default task, and a headless browser for the report's tests.
+    # Real offline data for the default task, a headless browser for the report's tests, and a
+    # C++ compiler for layrot_core's CPU kernels.
     missing=()
     [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v g++ >/dev/null 2>&1 || missing+=(g++)  # compiles layrot_core's CPU kernels
     if [ ${#missing[@]} -gt 0 ]; then
         echo "setup: apt-get install ${missing[*]}"
         apt-get update -qq

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import layrot_core as lc
+from layrot_core import cpu_kernels
 from layrot_core import layca as layca_module
 
 F64 = torch.float64
@@ -49,6 +50,16 @@ def kernels(opt):
     return [(p, g["lr"] * g["lr_scale"]) for g in opt.param_groups if g["layca"] for p in g["params"]]
 
 
+@pytest.fixture(params=["cpu kernels", "torch ops"])
+def cpu_path(request, monkeypatch):
+    """Run a test on both CPU code paths: the compiled kernels, and the torch ops used without them."""
+    if request.param == "cpu kernels":
+        assert cpu_kernels.ops() is not None, "the CPU kernels did not build here"
+    else:
+        monkeypatch.setattr(cpu_kernels, "_ops", None)
+    return request.param
+
+
 class SGDSubclass(torch.optim.SGD):
     """Same update as SGD, but not SGD itself: Layca takes the base-displacement path."""
 
@@ -65,7 +76,7 @@ BASES = {
 
 
 @pytest.mark.parametrize("name", BASES)
-def test_each_step_turns_each_layer_by_atan_rate_and_keeps_initial_norm(name):
+def test_each_step_turns_each_layer_by_atan_rate_and_keeps_initial_norm(name, cpu_path):
     base, kwargs = BASES[name]
     rng = np.random.default_rng(list(BASES).index(name))
     model = mlp()
@@ -111,7 +122,7 @@ class NumpyAdam:
 
 
 @pytest.mark.parametrize("base", ["sgd", "adam"])
-def test_layca_agrees_with_numpy_algorithm1_over_50_steps(base):
+def test_layca_agrees_with_numpy_algorithm1_over_50_steps(base, cpu_path):
     model, reference = mlp(seed=3), mlp(seed=3)
     groups = lc.param_groups(model, alpha=-0.4, others="freeze")
     opt = (lc.Layca(groups, lr=0.05) if base == "sgd"
@@ -136,7 +147,7 @@ def test_layca_agrees_with_numpy_algorithm1_over_50_steps(base):
         np.testing.assert_allclose(w.detach().numpy(), expected, rtol=1e-9, atol=1e-12)
 
 
-def test_grad_fast_path_equals_base_displacement_path():
+def test_grad_fast_path_equals_base_displacement_path(cpu_path):
     fast_model, slow_model = mlp(), mlp()
     fast = lc.Layca(lc.param_groups(fast_model, alpha=0.3), lr=0.2, weight_decay=0.05)
     slow = lc.Layca(lc.param_groups(slow_model, alpha=0.3), base=SGDSubclass, lr=0.2, weight_decay=0.05)
@@ -147,7 +158,7 @@ def test_grad_fast_path_equals_base_displacement_path():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_zero_and_parallel_steps_leave_weights_unchanged():
+def test_zero_and_parallel_steps_leave_weights_unchanged(cpu_path):
     for base, kwargs in [(torch.optim.SGD, {}), (torch.optim.SGD, {"momentum": 0.5}), (torch.optim.Adam, {})]:
         w = nn.Parameter(torch.randn(4, 5, dtype=F64))
         frozen = nn.Parameter(torch.randn(3, dtype=F64))
@@ -193,7 +204,7 @@ def test_sgd_maximize_and_weight_decay():
 
 
 @pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.Adam])
-def test_state_dict_round_trip_continues_on_the_identical_trajectory(base):
+def test_state_dict_round_trip_continues_on_the_identical_trajectory(base, cpu_path):
     def make(seed):
         model = mlp(seed)
         return model, lc.Layca(lc.param_groups(model, alpha=0.2), base=base, lr=0.03)
@@ -309,7 +320,7 @@ def test_bad_group_keys_are_value_errors_and_add_nothing():
     assert len(opt.param_groups) == 1
 
 
-def test_float32_is_accurate_and_bfloat16_reasonable():
+def test_float32_is_accurate_and_bfloat16_reasonable(cpu_path):
     for dtype, rate, rel in [(torch.float32, 0.03, 1e-4), (torch.bfloat16, 0.2, 3e-2)]:
         model = mlp(dtype=dtype)
         opt = lc.Layca(lc.param_groups(model), lr=rate)
@@ -324,7 +335,7 @@ def test_float32_is_accurate_and_bfloat16_reasonable():
             assert p.detach().double().norm().item() == pytest.approx(n0, rel=rel)
 
 
-def test_float32_norm_does_not_drift_over_many_steps():
+def test_float32_norm_does_not_drift_over_many_steps(cpu_path):
     torch.manual_seed(0)
     w = nn.Parameter(torch.randn(300))
     n0 = w.detach().double().norm().item()
@@ -338,7 +349,7 @@ def test_float32_norm_does_not_drift_over_many_steps():
 
 @pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.Adam])
 @pytest.mark.parametrize("layout", ["transposed", "channels_last"])
-def test_non_contiguous_parameters(base, layout):
+def test_non_contiguous_parameters(base, layout, cpu_path):
     """Same trajectory as contiguous weights, for a strided view and a channels_last kernel
     large enough for the one-pass CPU update."""
     shape = (5, 8) if layout == "transposed" else (64, 32, 6, 6)
@@ -359,8 +370,8 @@ def test_non_contiguous_parameters(base, layout):
     torch.testing.assert_close(contiguous, other, rtol=1e-12, atol=1e-14)
 
 
-def test_fused_update_matches_its_definition_on_every_path():
-    """Large contiguous CPU tensors take addr_, the rest multi-tensor ops."""
+def test_torch_ops_update_matches_its_definition_on_every_path():
+    """Without the CPU kernels: large contiguous CPU tensors take addr_, the rest multi-tensor ops."""
     torch.manual_seed(0)
     big = layca_module.CPU_ONE_PASS_ELEMENTS
     ws = [torch.randn(big), torch.randn(3, 4), torch.randn(big // 8, 16).t(), torch.randn(6)]
@@ -371,6 +382,16 @@ def test_fused_update_matches_its_definition_on_every_path():
     for e, w in zip(expected, ws):
         assert w.dtype == torch.float32
         torch.testing.assert_close(w.double(), e, rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_kernels_take_dense_pairs_and_leave_the_rest_to_torch_ops(cpu_path):
+    dense = [(torch.randn(3, 4), torch.randn(3, 4)),
+             (torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last),
+              torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last))]
+    mixed = [(torch.randn(4, 3).t(), torch.randn(3, 4))]
+    pairs = layca_module._kernel_pairs(*map(list, zip(*dense, *mixed)))
+    assert [f is not None for f in pairs] == ([True, True, False] if cpu_path == "cpu kernels" else [False] * 3)
+    assert layca_module._kernel_pairs([torch.randn(3).bfloat16()], [torch.randn(3).bfloat16()]) == [None]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
