@@ -1,6 +1,7 @@
 """layrot_core: monitor and control layer rotation in any PyTorch training loop.
 
-Needs only torch. ``Layca`` wraps a torch optimizer so that each layer's weights turn by a
+Needs only torch; where a C++ compiler is found, Layca's CPU steps use compiled kernels
+(``cpu_kernels``). ``Layca`` wraps a torch optimizer so that each layer's weights turn by a
 chosen angle per step; ``RotationMonitor`` reports each layer's cosine distance from its
 initial weights; ``param_groups`` builds Layca's per-layer groups with the paper's eq. 1 rates.
 """

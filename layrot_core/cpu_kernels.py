@@ -1,8 +1,9 @@
-"""Layca's CPU kernels (csrc/layca_cpu.cpp), compiled once per machine and torch version.
+"""Layca's CPU kernel (csrc/layca_cpu.cpp), compiled once per machine and torch version.
 
 Why: on a CPU a Layca step is bound by memory traffic. With torch ops it makes three passes over
-each layer (w . s, s . s, then a * w + b * s); the kernels make two, which brings Layca(SGD) to
-about 1.7x the cost of a plain SGD step instead of about 2.7x (``bench/bench_layca_step.py``).
+each layer (w . s, s . s, then a * w + b * s); the kernel makes two, which brought Layca(SGD)
+from 2.8-3.5x the cost of a plain SGD step to 1.3-1.9x on the paper's models
+(``bench/bench_layca_step.py``).
 
 The first use compiles them with torch.utils.cpp_extension (a C++ compiler and ninja, about 10 s)
 into ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``); later processes only load
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def ops() -> Any | None:
-    """``torch.ops.layrot`` (ops ``sums_`` and ``scale_add_``), or None where they are switched
-    off or cannot be built."""
+    """``torch.ops.layrot``, whose ``rotate_`` is Algorithm 1 on lists of CPU tensors (see
+    Layca._rotate_), or None where the kernels are switched off or cannot be built."""
     global _ops
     if _ops is _NOT_LOADED:
         _ops = None

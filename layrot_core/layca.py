@@ -166,14 +166,15 @@ class Layca(Optimizer):
         with the CPU kernels for the pairs they take, with torch ops for the rest."""
         norms0 = [self.state[p][NORM0] for p in params]
         tol = 16 * torch.finfo(torch.float64 if params[0].dtype == torch.float64 else torch.float32).eps
-        items = list(zip(params, others, rates, signs, norms0, displaced))
         flat = _kernel_pairs(params, others)
-        if any(f is not None for f in flat):
-            columns = [list(c) for c in zip(*((*f, *item[2:]) for f, item in zip(flat, items) if f is not None))]
-            cpu_kernels.ops().rotate_(*columns, tol)
-        rest = [item for f, item in zip(flat, items) if f is None]
+        kernel = [i for i, f in enumerate(flat) if f is not None]
+        if kernel:
+            ps, ts = (list(c) for c in zip(*(flat[i] for i in kernel)))
+            cpu_kernels.ops().rotate_(ps, ts, *([c[i] for i in kernel] for c in (rates, signs, norms0, displaced)), tol)
+        rest = [i for i, f in enumerate(flat) if f is None]
         if rest:
-            _rotate_with_torch_ops_(*(list(c) for c in zip(*rest)), tol)
+            columns = (params, others, rates, signs, norms0, displaced)
+            _rotate_with_torch_ops_(*([c[i] for i in rest] for c in columns), tol)
 
 
 def _rotate_with_torch_ops_(params: list[Tensor], others: list[Tensor], rates: list[float], signs: list[float],
