@@ -39,6 +39,8 @@ def ops() -> Any | None:
         if os.environ.get(ENV_SWITCH, "1") != "0":
             try:
                 _load()
+                # torch.compile traces the op on fake tensors: it changes values in place, nothing else
+                torch.library.register_fake("layrot::rotate_")(lambda *args: None)
                 _ops = torch.ops.layrot
             except Exception as error:  # a missing compiler shows up as OSError or RuntimeError
                 reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -135,8 +135,10 @@ void rotate_(at::TensorList params, at::TensorList others, at::ArrayRef<double> 
 
 }  // namespace
 
+// A CPU kernel only (cpu_kernels.py gives torch.compile its fake, shape-only version).
 TORCH_LIBRARY(layrot, m) {
   m.def("rotate_(Tensor(a!)[] params, Tensor[] others, float[] rates, float[] signs, float[] norms0, "
-        "bool[] displaced, float tol) -> ()",
-        rotate_);
+        "bool[] displaced, float tol) -> ()");
 }
+
+TORCH_LIBRARY_IMPL(layrot, CPU, m) { m.impl("rotate_", rotate_); }
