@@ -252,10 +252,7 @@ def _flat_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
 
 def _dot(x: Tensor, y: Tensor) -> Tensor:
     """x . y, accumulated in at least float32."""
-    if x.is_contiguous() and y.is_contiguous():
-        x, y = x.view(-1), y.view(-1)
-    else:
-        x, y = _flat_pair(x, y) or (x.reshape(-1), y.reshape(-1))
+    x, y = _flat_pair(x, y) or (x.reshape(-1), y.reshape(-1))
     if x.dtype in (torch.float16, torch.bfloat16):
         x, y = x.float(), y.float()
     return torch.dot(x, y)
