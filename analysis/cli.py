@@ -10,16 +10,18 @@ import sys
 import tempfile
 import time
 
+from layrot.run import MIN_TRAIN_ACC
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="results store: a directory or a pyarrow filesystem URI (s3://...)")
     parser.add_argument("--sweep", help="report only this sweep of the store")
     parser.add_argument("--task", action="append", help="only this task (repeatable)")
-    parser.add_argument("--optimizer", action="append", help="only this optimizer name (repeatable)")
+    parser.add_argument("--setting", action="append", help="only this setting, e.g. layca-sgd (repeatable)")
     parser.add_argument("-o", "--output", help="HTML file to write (default: report.html)")
-    parser.add_argument("--min-train-acc", type=float, default=0.99,
+    parser.add_argument("--min-train-acc", type=float, default=MIN_TRAIN_ACC,
                         help="trials enter the correlations only if their final training accuracy "
-                             "reaches this (default: 0.99)")
+                             f"reaches this (default: {MIN_TRAIN_ACC:g})")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples for the correlation intervals (default: 1000)")
     parser.add_argument("--smoke-test", action="store_true",
@@ -27,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from layrot.run import get_setting
+
+    for name in args.setting or []:
+        get_setting(name)            # an old spelling is refused with the canonical one
     if not 0 <= args.min_train_acc <= 1:
         raise ValueError(f"--min-train-acc {args.min_train_acc} must be in [0, 1]")
     if args.bootstrap < 1:
@@ -44,7 +50,7 @@ def _report(store: str, output: str, args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     _progress(f"loading {store} ...")
-    results = load(store, sweep=args.sweep, task=args.task, optimizer=args.optimizer)
+    results = load(store, sweep=args.sweep, task=args.task, setting=args.setting)
     _progress(f"loaded {describe(results)} in {time.perf_counter() - start:.1f} s; drawing the report ...")
     size = write_report(results, output, min_train_acc=args.min_train_acc, n_boot=args.bootstrap)
     print(f"wrote {output} ({size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")

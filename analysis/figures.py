@@ -16,10 +16,11 @@ from plotly.subplots import make_subplots
 
 from analysis.load import Results
 from analysis.stats import ROTATION_SUMMARIES, best_configs, correlations, fitted
+from layrot.run import MIN_TRAIN_ACC, SETTINGS, rate_label
 
 # Settings in the order the paper discusses them; others follow alphabetically.
-_SETTING_ORDER = ["Layca-SGD", "SGD", "SGD+L2", "Adam", "Layca-Adam", "RMSprop", "Layca-RMSprop",
-                  "Adagrad", "Layca-Adagrad"]
+_SETTING_ORDER = ["layca-sgd", "sgd", "sgd-l2", "layca-sgd-l2", "adam", "layca-adam", "rmsprop", "layca-rmsprop",
+                  "adagrad", "layca-adagrad"]
 _TASK_DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
 
 
@@ -35,29 +36,29 @@ def setting_colors(settings) -> dict[str, str]:
     return {s: palette[i % len(palette)] for i, s in enumerate(settings_in_order(settings))}
 
 
-def rho_label(rho0: float) -> str:
-    """rho0 as the paper writes its grid (3^k) when it is a power of 3."""
-    k = math.log(rho0, 3) if rho0 > 0 else math.nan
-    return f"3^{round(k)}" if math.isfinite(k) and abs(k - round(k)) < 1e-6 else f"{rho0:.3g}"
+def setting_label(setting: str) -> str:
+    """A setting's name in figures ("layca-sgd" -> "Layca-SGD")."""
+    known = SETTINGS.get(setting)
+    return known.label if known else setting
 
 
 def trial_label(trial: pd.Series | dict) -> str:
     """Short name of a configuration: setting and the hyper-parameters that vary."""
-    return f"{trial['setting']} {hyperparameter_label(trial)}"
+    return f"{setting_label(trial['setting'])} {hyperparameter_label(trial)}"
 
 
 def hyperparameter_label(trial: pd.Series | dict) -> str:
     """e.g. "α=0 ρ0=3^-3"; alpha only where it was set, weight decay only where used."""
     alpha = f"α={trial['alpha']:g} " if trial["layca"] or trial["alpha"] != 0 else ""
     wd = f" wd={trial['weight_decay']:g}" if trial["weight_decay"] else ""
-    return f"{alpha}ρ0={rho_label(trial['rho0'])}{wd}"
+    return f"{alpha}ρ0={rate_label(trial['rho0'])}{wd}"
 
 
 def config_text(trial: pd.Series | dict) -> str:
     """The full config and outcome of a trial (a trials row) as hover text (HTML line breaks)."""
     lines = [f"<b>{trial['task']} · {trial_label(trial)}</b>",
              f"sweep {trial['sweep']} · trial {trial['trial_id']} · {trial['status']} "
-             f"({trial['epochs_done']}/{trial['epochs_planned']} epochs)",
+             f"({trial['epochs_done']}/{trial['epochs']} epochs)",
              f"test {percent(trial['final_test_acc'])} · val {percent(trial['final_val_acc'])} · "
              f"train {percent(trial['final_train_acc'])}"]
     lines += [f"{k}: {html.escape(str(v))}" for k, v in sorted(trial["config"].items())]
@@ -132,7 +133,7 @@ def rotation_curves(results: Results, max_points: int = 120) -> go.Figure:
                 continue
             delta = trial["delta_vs_layca"]
             versus = "" if not np.isfinite(delta) else f" ({100 * delta:+.1f} vs best Layca)"
-            titles.append(f"<b>{task} · {setting}</b><br>test {percent(trial['final_test_acc'])}{versus}"
+            titles.append(f"<b>{task} · {setting_label(setting)}</b><br>test {percent(trial['final_test_acc'])}{versus}"
                           f" · {hyperparameter_label(trial)}")
     fig = make_subplots(rows=len(settings), cols=len(tasks), subplot_titles=titles, shared_yaxes=True,
                         vertical_spacing=0.5 / len(settings), horizontal_spacing=0.04)
@@ -191,13 +192,13 @@ def accuracy_heatmaps(results: Results) -> go.Figure:
         grid = trials.groupby(["alpha", "rho0"])["final_test_acc"].agg(["mean", "size"]).reset_index()
         z = grid.pivot(index="alpha", columns="rho0", values="mean")
         n = grid.pivot(index="alpha", columns="rho0", values="size")
-        x = [rho_label(r) for r in z.columns]
+        x = [rate_label(r) for r in z.columns]
         fig.add_trace(go.Heatmap(
             z=z.to_numpy(), x=x, y=[f"{a:g}" for a in z.index], customdata=n.to_numpy(),
             colorscale="Viridis", zmin=np.nanmin(z.to_numpy()), zmax=np.nanmax(z.to_numpy()),
             colorbar={"x": fig.get_subplot(1, col).xaxis.domain[1] + 0.005, "xanchor": "left", "len": 0.9,
                       "thickness": 10, "tickformat": ".0%"},
-            hovertemplate=f"{task} · {setting}<br>α=%{{y}}, ρ0=%{{x}}<br>test %{{z:.1%}} "
+            hovertemplate=f"{task} · {setting_label(setting)}<br>α=%{{y}}, ρ0=%{{x}}<br>test %{{z:.1%}} "
                           "(mean of %{customdata} trial(s))<extra></extra>",
         ), row=1, col=col)
         fig.update_xaxes(title_text="ρ(0)", type="category", row=1, col=col)
@@ -228,13 +229,13 @@ def accuracy_profiles(results: Results) -> go.Figure:
             chosen = group.loc[group.groupby(param)["final_val_acc"].idxmax()].sort_values(param)
             fig.add_trace(go.Scatter(
                 x=chosen[param], y=chosen["final_test_acc"], mode="lines+markers",
-                name=f"{task} · {setting}", legendgroup=f"{task} · {setting}", showlegend=col == 2,
+                name=f"{task} · {setting_label(setting)}", legendgroup=f"{task} · {setting}", showlegend=col == 2,
                 line={"color": colors[setting], "dash": _TASK_DASHES[tasks.index(task) % len(_TASK_DASHES)]},
                 hovertext=hover_texts(chosen), hoverinfo="text",
             ), row=1, col=col)
     rhos = sorted(finished["rho0"].unique())
     fig.update_xaxes(title_text="α", row=1, col=1)
-    fig.update_xaxes(title_text="ρ(0)", type="log", tickvals=rhos, ticktext=[rho_label(r) for r in rhos],
+    fig.update_xaxes(title_text="ρ(0)", type="log", tickvals=rhos, ticktext=[rate_label(r) for r in rhos],
                      row=1, col=2)
     fig.update_yaxes(title_text="final test accuracy", tickformat=".0%", col=1)
     fig.update_yaxes(tickformat=".0%", col=2)
@@ -242,7 +243,7 @@ def accuracy_profiles(results: Results) -> go.Figure:
     return fig
 
 
-def rotation_vs_accuracy(results: Results, min_train_acc: float = 0.99,
+def rotation_vs_accuracy(results: Results, min_train_acc: float = MIN_TRAIN_ACC,
                          correlation: pd.DataFrame | None = None) -> go.Figure:
     """Final rotation summaries against test accuracy, one row of panels per task.
 
@@ -274,7 +275,7 @@ def rotation_vs_accuracy(results: Results, min_train_acc: float = 0.99,
             for c, summary in enumerate(ROTATION_SUMMARIES, start=1):
                 traces.append({
                     "type": "scatter", **_axis_refs(fig, r, c), "x": group[summary].to_numpy(),
-                    "y": group["final_test_acc"].to_numpy(), "mode": "markers", "name": setting,
+                    "y": group["final_test_acc"].to_numpy(), "mode": "markers", "name": setting_label(setting),
                     "legendgroup": setting, "showlegend": False,
                     "marker": {"color": colors[setting], "size": 7, "opacity": 0.85,
                                "symbol": "circle" if fits else "circle-open"},
@@ -319,10 +320,10 @@ def parallel_coordinates(results: Results) -> go.Figure:
         {"label": "task", "values": done["task"].map(tasks.index), "tickvals": list(range(len(tasks))),
          "ticktext": tasks},
         {"label": "setting", "values": done["setting"].map(settings.index),
-         "tickvals": list(range(len(settings))), "ticktext": settings},
+         "tickvals": list(range(len(settings))), "ticktext": [setting_label(x) for x in settings]},
         {"label": "α", "values": done["alpha"]},
         {"label": "ρ(0)", "values": np.log(done["rho0"]) / np.log(3),
-         "tickvals": [math.log(r, 3) for r in rhos], "ticktext": [rho_label(r) for r in rhos]},
+         "tickvals": [math.log(r, 3) for r in rhos], "ticktext": [rate_label(r) for r in rhos]},
         {"label": "weight decay", "values": done["weight_decay"]},
         {"label": "rotation (mean)", "values": done["rotation_mean"], "range": [0, 1]},
         {"label": "rotation (min)", "values": done["rotation_min"], "range": [0, 1]},

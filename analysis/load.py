@@ -20,17 +20,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from layrot.run import SETTINGS
 from sweeps.schema import METADATA_KEY, SCHEMA_VERSION, SCHEMAS, check_sweep_name
 from sweeps.store import open_store
-from trainables.optimizers import OPTIMIZERS
+from sweeps.upgrade import FROM_VERSION
 
 # Repeated strings of the big tables are read as categoricals: 3M rotation rows stay small.
 _DICTIONARY_COLUMNS = {"trials": [], "epochs": ["sweep", "trial_id"],
                        "rotation": ["sweep", "trial_id", "layer_name"]}
-
-# How settings are named in tables and figures (the paper's names).
-_OPTIMIZER_LABELS = {"sgd": "SGD", "sgd_l2": "SGD+L2", "adam": "Adam", "rmsprop": "RMSprop",
-                     "adagrad": "Adagrad"}
 
 
 class StoreFileWarning(UserWarning):
@@ -40,9 +37,10 @@ class StoreFileWarning(UserWarning):
 class Results:
     """The loaded store: one row per trial, per (trial, epoch) and per (trial, epoch, layer).
 
-    ``trials`` is read at once and gains three derived columns: ``setting`` (e.g. "Layca-SGD",
-    "SGD+L2"), ``family`` (the base optimizer class, e.g. "SGD": Layca and L2 variants share
-    it) and ``config`` (the trial's full config as a dict). The big per-epoch tables are read
+    ``trials`` is read at once and gains derived columns from ``layrot.run.SETTINGS``: ``label``
+    (the setting's name in figures, e.g. "Layca-SGD"), ``family`` (the base optimizer class, e.g.
+    "SGD": Layca and L2 variants share it), ``layca`` (bool), and ``config`` (the trial's full
+    config as a dict). The big per-epoch tables are read
     when first used: ``epochs`` and ``rotation`` hold every loaded trial's rows, while
     :meth:`rows_of` reads only the given trials' files (a report draws a few dozen curves).
     """
@@ -80,27 +78,15 @@ class Results:
             return _read_table(pool, self._fs, table, files, self.skipped)
 
 
-def setting_name(optimizer: str, layca: bool) -> str:
-    """The paper's name of a training setting, e.g. ("sgd", True) -> "Layca-SGD"."""
-    label = _OPTIMIZER_LABELS.get(optimizer, optimizer)
-    return f"Layca-{label}" if layca else label
-
-
-def optimizer_family(optimizer: str) -> str:
-    """The base optimizer class behind a registry name ("sgd_l2" -> "SGD")."""
-    spec = OPTIMIZERS.get(optimizer)
-    return spec.base if spec else optimizer
-
-
 def load(
     store: str,
     sweep: str | None = None,
     task: str | Iterable[str] | None = None,
-    optimizer: str | Iterable[str] | None = None,
+    setting: str | Iterable[str] | None = None,
     *,
     threads: int | None = None,
 ) -> Results:
-    """Load a store, optionally one sweep, tasks and optimizers (names or lists of names).
+    """Load a store, optionally one sweep, tasks and settings (names or lists of names).
 
     The trials table is read here; the per-epoch tables when first used (see :class:`Results`).
     Files are read by ``threads`` threads (default: one per CPU).
@@ -126,7 +112,7 @@ def load(
     with ThreadPoolExecutor(threads) as pool:
         trials = _read_table(pool, fs, "trials", files["trials"], skipped)
     trials = _select(trials, "task", task)
-    trials = _select(trials, "optimizer", optimizer)
+    trials = _select(trials, "setting", setting)
     keep = set(zip(trials["sweep"], trials["trial_id"]))
     files = {table: {k: p for k, p in found.items() if k in keep} for table, found in files.items()}
     return Results(store, _with_derived_columns(trials), files, fs, skipped, threads)
@@ -171,11 +157,7 @@ def _read_file(fs: pafs.FileSystem, table: str, path: str) -> pa.Table | str:
             if version is None:
                 return "no layrot schema version in its metadata (not written by layrot)"
             if version != str(SCHEMA_VERSION).encode():
-                raise ValueError(
-                    f"store file {path} has schema version {version.decode(errors='replace')}; this layrot "
-                    f"reads version {SCHEMA_VERSION} only: load it with the layrot release that wrote it "
-                    "(the trials table's layrot_version column names it)"
-                )
+                raise ValueError(_version_message(path, version.decode(errors="replace")))
             data = parquet.read(use_threads=False)      # the pool already reads files in parallel
     except FileNotFoundError:
         return "removed while loading"
@@ -183,6 +165,15 @@ def _read_file(fs: pafs.FileSystem, table: str, path: str) -> pa.Table | str:
         message = str(exc).strip().splitlines()
         return f"not a readable Parquet file ({message[0] if message else type(exc).__name__})"
     return _conform(data, _READ_SCHEMAS[table])
+
+
+def _version_message(path: str, version: str) -> str:
+    if version == FROM_VERSION.decode():
+        store = path.rsplit("/", 3)[0]
+        return (f"store file {path} has schema version {version}; this layrot reads version {SCHEMA_VERSION}: "
+                f"upgrade the store in place with `layrot upgrade-store {store}`")
+    return (f"store file {path} has schema version {version}; this layrot reads version {SCHEMA_VERSION} only: "
+            "load it with the layrot release that wrote it (the trials table's layrot_version column names it)")
 
 
 def _conform(data: pa.Table, expected: pa.Schema) -> pa.Table | str:
@@ -221,8 +212,10 @@ def _select(trials: pd.DataFrame, column: str, wanted: str | Iterable[str] | Non
 
 def _with_derived_columns(trials: pd.DataFrame) -> pd.DataFrame:
     trials = trials.sort_values(["sweep", "trial_id"]).reset_index(drop=True)
-    trials["setting"] = [setting_name(o, bool(l)) for o, l in zip(trials["optimizer"], trials["layca"])]
-    trials["family"] = trials["optimizer"].map(optimizer_family)
+    known = [SETTINGS.get(name) for name in trials["setting"]]
+    trials["label"] = [s.label if s else name for s, name in zip(known, trials["setting"])]
+    trials["family"] = [s.base if s else name for s, name in zip(known, trials["setting"])]
+    trials["layca"] = [bool(s and s.layca) for s in known]
     trials["config"] = [json.loads(c) if isinstance(c, str) else {} for c in trials["config_json"]]
     return trials
 

@@ -16,6 +16,7 @@ from plotly.offline import get_plotlyjs
 
 from analysis import figures
 from analysis.load import Results
+from layrot.run import MIN_TRAIN_ACC
 from analysis.stats import ROTATION_SUMMARIES, best_configs, correlations, status_counts
 from layrot import __version__
 
@@ -46,7 +47,7 @@ tr.winner td { font-weight: 600; }
 """
 
 
-def write_report(results: Results, path: str, min_train_acc: float = 0.99, n_boot: int = 1000) -> int:
+def write_report(results: Results, path: str, min_train_acc: float = MIN_TRAIN_ACC, n_boot: int = 1000) -> int:
     """Write the report to `path` atomically (never a half-written file); returns its size in bytes."""
     text = render_report(results, min_train_acc, n_boot)
     folder, name = os.path.split(os.path.abspath(path))
@@ -63,7 +64,7 @@ def write_report(results: Results, path: str, min_train_acc: float = 0.99, n_boo
     return len(text.encode())
 
 
-def render_report(results: Results, min_train_acc: float = 0.99, n_boot: int = 1000) -> str:
+def render_report(results: Results, min_train_acc: float = MIN_TRAIN_ACC, n_boot: int = 1000) -> str:
     """The report as one HTML string."""
     trials = results.trials
     corr = correlations(trials, min_train_acc, n_boot=n_boot)

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from analysis.figures import rho_label
+from layrot.run import MIN_TRAIN_ACC, rate_label
 from analysis.load import Results, load
 from analysis.stats import ROTATION_SUMMARIES, correlate, fitted
 
@@ -61,7 +61,7 @@ def _seeds(values: list[float]) -> str:
 
 def _setting_row(name: str, row: pd.Series, reference: float) -> str:
     delta = row["test_acc"] - reference
-    return (f"| {name} | {row['alpha']:g} | {rho_label(row['rho0'])} | {_pct(row['val_acc'])} | "
+    return (f"| {name} | {row['alpha']:g} | {rate_label(row['rho0'])} | {_pct(row['val_acc'])} | "
             f"{_pct(row['test_acc'])} ({_seeds(row['test_by_seed'])}) | {100 * delta:+.2f} | "
             f"{_pct(row['train_acc'])} | {row['rotation_mean']:.3f} | {row['rotation_min']:.3f} | "
             f"{row['rotation_frac']:.2f} |")
@@ -72,7 +72,7 @@ def render(results: Results, min_train_acc: float, n_boot: int = 1000) -> str:
     trials = results.trials
     configs = configurations(trials)
     best = best_per_setting(configs)
-    layca = best.loc["Layca-SGD"]
+    layca = best.loc["layca-sgd"]
     lines = [BEGIN, "", f"Store: {len(trials)} trials "
              f"({', '.join(f'{n} {s}' for s, n in trials['status'].value_counts().sort_index().items())}), "
              f"sweeps {', '.join(sorted(trials['sweep'].unique()))}.", ""]
@@ -82,7 +82,7 @@ def render(results: Results, min_train_acc: float, n_boot: int = 1000) -> str:
               f"(completed; bootstrap 95% interval, {n_boot} resamples):", "",
               "| runs | rotation summary | n | Spearman | 95% interval | p | Kendall tau-b | 95% interval |",
               "|---|---|---|---|---|---|---|---|"]
-    pools = {"all": trials, "Layca-SGD": trials[trials["setting"] == "Layca-SGD"],
+    pools = {"all": trials, "layca-sgd": trials[trials["setting"] == "layca-sgd"],
              "without Layca": trials[~trials["layca"]]}
     for pool, group in pools.items():
         chosen = fitted(group, min_train_acc)
@@ -116,7 +116,7 @@ def render(results: Results, min_train_acc: float, n_boot: int = 1000) -> str:
               f"train accuracy {_pct(trials.loc[trials['rotation_min'] > 0.9, 'final_train_acc'].max())}%.", ""]
 
     # Claim 3: alpha asymmetry at rho(0) = 3^-3 (Layca-SGD).
-    alphas = configs[(configs["setting"] == "Layca-SGD") & np.isclose(configs["rho0"], 3.0**-3)]
+    alphas = configs[(configs["setting"] == "layca-sgd") & np.isclose(configs["rho0"], 3.0**-3)]
     alphas = alphas.set_index("alpha")
     lines += ["**Layca-SGD over alpha at rho(0) = 3^-3** (test %, mean (per seed); final rotation mean / min):", "",
               "| alpha | test % (seeds) | rotation mean | rotation min | | alpha | test % (seeds) | rotation mean | rotation min |",
@@ -135,12 +135,12 @@ def render(results: Results, min_train_acc: float, n_boot: int = 1000) -> str:
                      f"{zero['rotation_mean']:.3f} | {zero['rotation_min']:.3f} | | | | | |")
 
     # Claim 1 context: Layca-SGD over rho(0) at alpha = 0.
-    rhos = configs[(configs["setting"] == "Layca-SGD") & (configs["alpha"] == 0)].sort_values("rho0")
+    rhos = configs[(configs["setting"] == "layca-sgd") & (configs["alpha"] == 0)].sort_values("rho0")
     lines += ["", "**Layca-SGD over rho(0) at alpha = 0**:", "",
               "| rho(0) | test % (seeds) | train % | rotation mean | rotation min | diverged seeds |",
               "|---|---|---|---|---|---|"]
     for _, r in rhos.iterrows():
-        lines.append(f"| {rho_label(r['rho0'])} | {_pct(r['test_acc'])} ({_seeds(r['test_by_seed'])}) | "
+        lines.append(f"| {rate_label(r['rho0'])} | {_pct(r['test_acc'])} ({_seeds(r['test_by_seed'])}) | "
                      f"{_pct(r['train_acc'])} | {r['rotation_mean']:.3f} | {r['rotation_min']:.3f} | "
                      f"{r['diverged']} |")
     lines += ["", END]
@@ -157,7 +157,7 @@ def replace_block(document: str, block: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store")
-    parser.add_argument("--min-train-acc", type=float, default=0.99)
+    parser.add_argument("--min-train-acc", type=float, default=MIN_TRAIN_ACC)
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", metavar="DOC", help="replace the generated block of DOC")
     action.add_argument("--check", metavar="DOC", help="exit 1 if DOC's block differs from the store's")

@@ -1,7 +1,7 @@
 """Does final layer rotation predict test accuracy, and which configuration wins?
 
 The paper's claim is about runs that fit their training data, so correlations use completed
-trials whose final training accuracy reaches a threshold (default 0.99); diverged, unfinished
+trials whose final training accuracy reaches a threshold (default ``layrot.run.MIN_TRAIN_ACC``); diverged, unfinished
 and unfit trials are left out and counted. Each correlation comes with scipy's p-value and a
 percentile bootstrap interval over resampled trials. Statistics always use every trial and
 epoch in the store: only figures down-sample.
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sweeps.schema import STATUSES
+from layrot.run import MIN_TRAIN_ACC, STATUSES
 
 # The trials table's summaries of the final rotation, as the report names them.
 ROTATION_SUMMARIES = {
@@ -23,7 +23,7 @@ ROTATION_SUMMARIES = {
 ALL_FAMILIES = "all"
 
 
-def fitted(trials: pd.DataFrame, min_train_acc: float = 0.99) -> pd.DataFrame:
+def fitted(trials: pd.DataFrame, min_train_acc: float = MIN_TRAIN_ACC) -> pd.DataFrame:
     """Completed trials whose final training accuracy is at least `min_train_acc`."""
     _check_threshold(min_train_acc)
     return trials[(trials["status"] == "completed") & (trials["final_train_acc"] >= min_train_acc)]
@@ -31,7 +31,7 @@ def fitted(trials: pd.DataFrame, min_train_acc: float = 0.99) -> pd.DataFrame:
 
 def correlations(
     trials: pd.DataFrame,
-    min_train_acc: float = 0.99,
+    min_train_acc: float = MIN_TRAIN_ACC,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,

@@ -11,7 +11,9 @@ the paper's qualitative findings, so a report drawn from them can be judged by e
 - test accuracy rises with the final rotation (its mean and its minimum over layers); too small
   a rate does not fit the training data; too large a rate diverges for the non-Layca settings.
 
-Trials are written through the store's own writer, ``sweeps.store.TrialRecord``.
+Trials are written through the store's own writer, ``sweeps.store.TrialRecord``; the rate
+schedule is the run definition's (``layrot.run``) and the layer-wise rates are eq. 1 from
+``layrot_core`` (so writing a synthetic store needs torch; reading any store does not).
 """
 from __future__ import annotations
 
@@ -22,10 +24,9 @@ from itertools import product
 
 import numpy as np
 
+from layrot.run import LAYER_NAMES, resolve
 from sweeps.schema import check_sweep_name
 from sweeps.store import TrialRecord
-from trainables.config import resolve
-from trainables.tasks import get_task
 
 # task -> (chance accuracy, best reachable test accuracy, seconds per epoch)
 _TASK_LEVELS = {
@@ -40,29 +41,28 @@ _ALPHAS = (-0.8, -0.4, -0.2, 0.0, 0.2, 0.4, 0.8)
 
 
 @dataclass(frozen=True)
-class _Setting:
-    optimizer: str
-    layca: bool
+class _Grid:
+    setting: str                   # a layrot.run.SETTINGS name
     alphas: tuple[float, ...]
     rho0_exponents: range          # rho0 = 3 ** k
 
 
-_SETTINGS = (
-    _Setting("sgd", True, _ALPHAS, range(-7, 2)),
-    _Setting("sgd", False, (0.0,), range(-5, 2)),
-    _Setting("sgd_l2", False, (0.0,), range(-5, 2)),
-    _Setting("adam", False, (0.0,), range(-8, -1)),
-    _Setting("adam", True, (0.0,), range(-7, 0)),
+_GRIDS = (
+    _Grid("layca-sgd", _ALPHAS, range(-7, 2)),
+    _Grid("sgd", (0.0,), range(-5, 2)),
+    _Grid("sgd-l2", (0.0,), range(-5, 2)),
+    _Grid("adam", (0.0,), range(-8, -1)),
+    _Grid("layca-adam", (0.0,), range(-7, 0)),
 )
 
 
 def grid(tasks: tuple[str, ...]) -> list[dict]:
     """One pass over the simulated sweep: every setting's (alpha, rho0) grid for each task."""
     return [
-        {"task": task, "optimizer": s.optimizer, "layca": s.layca, "alpha": alpha, "rho0": 3.0**k}
+        {"task": task, "setting": g.setting, "alpha": alpha, "rho0": 3.0**k}
         for task in tasks
-        for s in _SETTINGS
-        for alpha, k in product(s.alphas, s.rho0_exponents)
+        for g in _GRIDS
+        for alpha, k in product(g.alphas, g.rho0_exponents)
     ]
 
 
@@ -107,35 +107,28 @@ def write_synthetic_store(
     return n_trials
 
 
-def _multipliers(alpha: float, layers: int) -> np.ndarray:
-    """The paper's eq. 1 profile over depth (0 = first layer)."""
-    depth = np.linspace(0.0, 1.0, layers)
-    if alpha > 0:
-        return (1 - alpha) ** (5 * (1 - depth))
-    return (1 + alpha) ** (5 * depth)
-
-
 def _simulate(sweep: str, trial_id: str, config: dict, layers: int, done: int, rng) -> TrialRecord:
-    task = get_task(config["task"])
-    chance, top, epoch_seconds = _TASK_LEVELS[task.name]
-    planned, rho0, optimizer = config["epochs"], config["rho0"], config["optimizer"]
+    from layrot_core import layer_multipliers
+
+    cfg = resolve(config)
+    chance, top, epoch_seconds = _TASK_LEVELS[cfg.task]
+    planned, rho0, setting = cfg.epochs, cfg.rho0, cfg.setting_spec
     e = np.arange(1, planned + 1)
-    milestones = np.array(task.milestones_for(planned))
-    lr = rho0 * task.decay ** (milestones[None, :] <= (e[:, None] - 1)).sum(axis=1)
+    lr = np.array([cfg.rate(i) for i in range(planned)])
     depth = np.linspace(0.0, 1.0, layers)
     t = e[:, None] / planned                                    # fraction of training, (E, 1)
 
-    if config["layca"]:
-        drive = np.cumsum(lr[:, None] * _multipliers(config["alpha"], layers), axis=0) / planned
+    if setting.layca:
+        drive = np.cumsum(lr[:, None] * np.array(layer_multipliers(layers, cfg.alpha)), axis=0) / planned
         rotation = 1 - np.exp(-125 * drive)
         fit = 1 - 0.25 * math.exp(-400 * rho0)
         trains = rho0 < 3.0                                     # beyond: turns too fast to learn
         diverges = False
-    elif optimizer == "sgd":
+    elif setting.name == "sgd":
         ceiling = 0.6 * (1 - math.exp(-10 * rho0)) * (1 - 0.6 * depth)
         rotation = ceiling * (1 - np.exp(-t / 0.1))
         fit, trains, diverges = 1 - 0.25 * math.exp(-150 * rho0), True, rho0 >= 3.0
-    elif optimizer == "sgd_l2":
+    elif setting.name == "sgd-l2":
         speed = 40 * rho0 * rng.uniform(0.8, 1.2, layers)
         rotation = 1 - np.exp(-speed * t)
         fit, trains, diverges = 1 - 0.25 * math.exp(-150 * rho0), True, rho0 >= 3.0
@@ -151,7 +144,7 @@ def _simulate(sweep: str, trial_id: str, config: dict, layers: int, done: int, r
         train_final = min(1.0, fit + rng.normal(0, 0.002))
         test_final = chance + (top - chance) * (0.55 + 0.45 * quality) * train_final**4
         test_final += rng.normal(0, 0.008)
-        if config["layca"]:                                     # rates above 3^-3 overshoot a little
+        if setting.layca:                                       # rates above 3^-3 overshoot a little
             test_final -= (top - chance) * 0.04 * max(0.0, math.log(rho0, 3) + 3)
     else:
         train_final = test_final = chance
@@ -172,14 +165,21 @@ def _simulate(sweep: str, trial_id: str, config: dict, layers: int, done: int, r
         train_loss[done - 1] = math.nan
     seconds = rng.normal(epoch_seconds, 0.03 * epoch_seconds, planned)
     names = [f"conv{i + 1}.weight" for i in range(layers - 1)] + ["fc.weight"]
-    resolved = resolve(config)
-    record = TrialRecord(sweep, trial_id, resolved.to_dict(), resolved.weight_decay, planned)
+    # distances of weights that keep their norm (Layca) or grow a little (others), from the rotation
+    norm_ratio = 1.0 if setting.layca else 1.0 + 0.5 * rotation
+    relative = np.sqrt(np.maximum(1 + norm_ratio**2 - 2 * norm_ratio * (1 - rotation), 0.0))
+    norm_ratio = np.broadcast_to(norm_ratio, rotation.shape)
+    record = TrialRecord(sweep, trial_id, cfg)
     for i in range(done):
+        final = i == planned - 1 or (diverges and i == done - 1)
         record.add_epoch({
             "epoch": i + 1, "lr": float(lr[i]), "train_loss": float(train_loss[i]),
             "train_acc": float(train_acc[i]), "val_acc": float(val_acc[i]), "test_acc": float(test_acc[i]),
+            "val_images": 6000 if final else 600, "test_images": 10000 if final else 1000,
+            "relative_distance_network": float(np.sqrt(np.mean(relative[i] ** 2))),
             "epoch_seconds": float(seconds[i]), "diverged": diverges and i == done - 1,
-            "rotation": rotation[i].tolist(), "layer_names": names,
+            LAYER_NAMES: names, "cosine_distance": rotation[i].tolist(),
+            "relative_distance": relative[i].tolist(), "norm_ratio": norm_ratio[i].tolist(),
         })
     if diverges:
         record.finish("diverged")

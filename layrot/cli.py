@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "train": ("trainables.cli", "run one training without Ray"),
     "sweep": ("sweeps.cli", "run a sweep spec as Ray Tune trials into a Parquet store"),
     "report": ("analysis.cli", "write the interactive HTML report of a store"),
+    "upgrade-store": ("sweeps.cli_upgrade", "rewrite a store of an older schema version in place"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Layer rotation curves: each kernel layer's cosine distance from its initial weights."""
+"""Layer rotation curves: each kernel layer's cosine distance from its initial weights, with the
+two obvious alternatives beside it (relative distance from init and norm ratio)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,6 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from layrot_core.layers import kernel_layers
+
+LAYER_METRICS = ("cosine_distance", "relative_distance", "norm_ratio")
 
 
 class RotationMonitor:
@@ -33,16 +36,31 @@ class RotationMonitor:
         self._initial: list[Tensor] = [w.detach().clone() for w in self._weights]
         self._initial_norms = _norms(self._initial)
 
-    def cosine_distances(self) -> dict[str, float]:
-        """``1 - cos(w_t, w_0)`` per layer, in layer order (nan for an all-zero weight).
-
-        0 means no rotation, 1 orthogonal to the initial weights, 2 opposite. Computed in
-        float64, so small rotations are not lost to rounding.
-        """
+    def measure(self) -> dict[str, dict[str, float]]:
+        """Per layer, in layer order: ``cosine_distance`` 1 - cos(w_t, w_0) (0 no rotation, 1
+        orthogonal, 2 opposite; nan for an all-zero weight), ``relative_distance``
+        ||w_t - w_0|| / ||w_0|| and ``norm_ratio`` ||w_t|| / ||w_0||. Computed in float64, so
+        small rotations are not lost to rounding."""
         with torch.no_grad():
             dots = torch.stack([torch.dot(_float64(w), _float64(w0)).cpu() for w, w0 in zip(self._weights, self._initial)])
-            cosines = dots / (_norms(self._weights) * self._initial_norms)
-        return dict(zip(self.names, (1.0 - cosines).tolist()))
+            norms, norms0 = _norms(self._weights), self._initial_norms
+            moved = torch.stack([torch.linalg.vector_norm(_float64(w) - _float64(w0)).cpu()
+                                 for w, w0 in zip(self._weights, self._initial)])
+            values = {
+                "cosine_distance": 1.0 - dots / (norms * norms0),
+                "relative_distance": moved / norms0,
+                "norm_ratio": norms / norms0,
+            }
+        return {name: dict(zip(self.names, values[name].tolist())) for name in LAYER_METRICS}
+
+    def cosine_distances(self) -> dict[str, float]:
+        """``1 - cos(w_t, w_0)`` per layer (see :meth:`measure`)."""
+        return self.measure()["cosine_distance"]
+
+    @property
+    def initial_norms(self) -> dict[str, float]:
+        """||w_0|| per layer, to combine the layers' relative distances into the network's."""
+        return dict(zip(self.names, self._initial_norms.tolist()))
 
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "initial": [w0.clone() for w0 in self._initial]}

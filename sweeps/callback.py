@@ -12,10 +12,13 @@ from typing import TextIO
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from sweeps.spec import trial_config
+from layrot.run import EPOCH_KEYS, best_configuration, configuration, rate_label, resolve
 from sweeps.store import TrialRecord, stored_epochs
-from trainables import METRIC_KEYS
-from trainables.config import resolve
+
+
+def _run_config(trial: Trial) -> dict:
+    """A trial's run config: its Tune config without the "_" trial controls."""
+    return {k: v for k, v in trial.config.items() if not k.startswith("_")}
 
 
 def _last_line(text: str | None) -> str | None:
@@ -47,16 +50,14 @@ class StoreCallback(Callback):
     def _record(self, trial: Trial) -> TrialRecord:
         rec = self._records.get(trial.trial_id)
         if rec is None:
-            params = {k: v for k, v in trial_config(trial.config).items() if not k.startswith("_")}
-            cfg = resolve(params)
-            rec = TrialRecord(self.sweep, trial.trial_id, cfg.to_dict(), cfg.weight_decay, cfg.num_epochs)
+            rec = TrialRecord(self.sweep, trial.trial_id, resolve(_run_config(trial)))
             rec.epochs = stored_epochs(self.store, self.sweep, trial.trial_id)
             self._records[trial.trial_id] = rec
         return rec
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         rec = self._record(trial)
-        rec.add_epoch({k: result[k] for k in METRIC_KEYS})
+        rec.add_epoch({k: result[k] for k in EPOCH_KEYS})
         rec.status, rec.error = "running", None
         rec.write(self.store)
         if time.monotonic() - self._last_progress >= self.progress_every_s:
@@ -101,14 +102,15 @@ class StoreCallback(Callback):
 
     @staticmethod
     def _best(trials: list[Trial]) -> str:
-        """The trial with the highest latest validation accuracy (the paper selects by it)."""
+        """The configuration with the best seed-mean latest validation accuracy (layrot.run's rule)."""
         scored = [t for t in trials if "val_acc" in (t.last_result or {})]
-        if not scored:
+        best = best_configuration((configuration(resolve(_run_config(t)).experiment()), t.last_result["val_acc"]) for t in scored)
+        if best is None:
             return ""
-        t = max(scored, key=lambda t: t.last_result["val_acc"])
-        c = t.config
-        return (f" | best val_acc {t.last_result['val_acc']:.4f} ({c['task']} {c['optimizer']} "
-                f"alpha={c['alpha']:g} rho0={c['rho0']:.3g})")
+        c = dict(best)
+        accs = [t.last_result["val_acc"] for t in scored if configuration(resolve(_run_config(t)).experiment()) == best]
+        return (f" | best val_acc {sum(accs) / len(accs):.4f} over {len(accs)} seed(s) ({c['task']} {c['setting']} "
+                f"alpha={c['alpha']:g} rho0={rate_label(c['rho0'])})")
 
     def _say(self, line: str) -> None:
         print(line, file=self.out or sys.stdout, flush=True)

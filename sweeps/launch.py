@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from sweeps.spec import SweepSpec, trial_config
+from sweeps.spec import SweepSpec
 from sweeps.store import open_store, sweep_exists
 
 TUNE_DIR = "_tune"
@@ -35,12 +35,12 @@ class SweepOutcome:
 
 
 def sweep_trial(params: dict) -> None:
-    """The Tune trainable: trains one grid point (see ``sweeps.spec.trial_config``)."""
+    """The Tune trainable: trains one grid point (a run config, see ``layrot.run``)."""
     from trainables.tune_trial import run_trial
 
     # One "checkpoint created" line per trial and epoch would drown the sweep's progress lines.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    run_trial(trial_config(params))
+    run_trial(params)
 
 
 def _join(location: str, *parts: str) -> str:

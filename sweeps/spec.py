@@ -5,19 +5,20 @@ product of five axes; everything else is fixed for every trial::
 
     name: quick                      # optional, default: the file name without .yaml
     description: free text
-    tasks: [fmnist]                  # trainables task names
-    optimizers: [sgd+layca, sgd, sgd_l2, adam, adam+layca]   # "+layca" wraps it in Layca
+    tasks: [fmnist]                  # layrot.tasks names
+    settings: [layca-sgd, sgd, sgd-l2, adam, layca-adam]   # layrot.run.SETTINGS names
     alpha: [0.0]                     # eq. 1 multipliers, each in [-1, 1]          (default [0])
-    rho0: [3^-7..3^2]                # powers of 3 ("3^k", ranges "3^a..3^b") or positive numbers
+    rho0: [3^-7..3^2]                # powers of 3 ("3^k", "3^-3.5", ranges "3^a..3^b") or numbers
     seeds: [0]                       #                                              (default [0])
     epochs: 5                        # override the task's epochs (milestones scale with it)
     data_fraction: 1.0               # fraction of every split
-    train: {device: auto}            # any other trainables.config key, fixed for every trial
+    train: {device: auto}            # any other layrot.run config key, fixed for every trial
     resources: {cpus: 1, gpus: 0.25} # per trial; fractional GPUs let small trials share one
     max_failures: 2                  # retries of a failing trial, each from its last checkpoint
 
-The values are checked by ``trainables.config.resolve`` (the same check a single training
-gets), so a spec accepts exactly what a trial accepts. A study is a few such files.
+Every value is checked by ``layrot.run.check_field``, the check a single training gets, so a
+spec accepts exactly what a trial accepts: numbers are never booleans (``yes``) or quoted text.
+A study is a few such files.
 """
 from __future__ import annotations
 
@@ -30,76 +31,48 @@ from pathlib import Path
 
 import yaml
 
+from layrot.run import check_field, parse_rates, resolve
 from sweeps.schema import check_sweep_name
-from trainables.config import TrainConfig, resolve
-from trainables.optimizers import OPTIMIZERS
 
-LAYCA_SUFFIX = "+layca"
 DEFAULT_RHO0 = ["3^-7..3^2"]  # the paper's grid
-AXES = ("tasks", "optimizers", "alpha", "rho0", "seeds")
-# spec axis -> the trainables config key each value fills
-AXIS_KEYS = {"tasks": "task", "optimizers": "optimizer", "alpha": "alpha", "rho0": "rho0", "seeds": "seed"}
+AXES = ("tasks", "settings", "alpha", "rho0", "seeds")
+# spec axis -> the run config key each value fills
+AXIS_KEYS = {"tasks": "task", "settings": "setting", "alpha": "alpha", "rho0": "rho0", "seeds": "seed"}
+RENAMED_KEYS = {"optimizers": "settings"}
 KEYS = ("name", "description", *AXES, "epochs", "data_fraction", "train", "resources", "max_failures")
 RESOURCE_KEYS = ("cpus", "gpus")
 SMOKE_EPOCHS = 2
 SMOKE_DATA_FRACTION = 0.05
 SMOKE_AXIS_VALUES = 2
 
-_POWER = re.compile(r"^3\^(-?\d+)$")
-_POWER_RANGE = re.compile(r"^3\^(-?\d+)\s*\.\.\s*3\^(-?\d+)$")
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads 1e-3 as text; spec files mean a number (YAML 1.2 reads it so)."""
 
 
-def split_optimizer(entry: str) -> tuple[str, bool]:
-    """'adam+layca' -> ('adam', True); 'sgd_l2' -> ('sgd_l2', False)."""
-    if entry.endswith(LAYCA_SUFFIX):
-        return entry[: -len(LAYCA_SUFFIX)], True
-    return entry, False
-
-
-def trial_config(params: dict) -> dict:
-    """The trainables config of one grid point (a Tune trial's config): the optimizer entry
-    becomes the ``optimizer`` and ``layca`` keys; keys starting with "_" pass through."""
-    optimizer, layca = split_optimizer(params["optimizer"])
-    return {**params, "optimizer": optimizer, "layca": layca}
-
-
-def parse_rho0(item: object) -> list[float]:
-    """One rho0 list item: a number, '3^k' or the inclusive exponent range '3^a..3^b'."""
-    if isinstance(item, bool):
-        raise ValueError(f"{item!r} is not a rate; write a number, '3^k' or '3^a..3^b'")
-    if isinstance(item, (int, float)):
-        return [float(item)]
-    if isinstance(item, str):
-        text = item.strip()
-        if m := _POWER.match(text):
-            return [3.0 ** int(m.group(1))]
-        if m := _POWER_RANGE.match(text):
-            a, b = int(m.group(1)), int(m.group(2))
-            step = 1 if b >= a else -1
-            return [3.0**k for k in range(a, b + step, step)]
-        try:
-            return [float(text)]  # YAML 1.1 reads "1e-3" as text
-        except ValueError:
-            pass
-    raise ValueError(f"{item!r} is not a rate; write a number, '3^k' or '3^a..3^b'")
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 @dataclass(frozen=True)
 class SweepSpec:
     name: str
     tasks: tuple[str, ...]
-    optimizers: tuple[str, ...]        # entries as written: "sgd", "adam+layca", ...
+    settings: tuple[str, ...]
     alpha: tuple[float, ...]
     rho0: tuple[float, ...]
     seeds: tuple[int, ...]
-    fixed: dict = field(default_factory=dict)   # trainables config keys shared by every trial
+    fixed: dict = field(default_factory=dict)   # run config keys shared by every trial
     cpus: float = 1.0
     gpus: float = 0.0
     max_failures: int = 2
     description: str = ""
 
     def axes(self) -> dict[str, tuple]:
-        """Trial config key -> the grid values, in the order the grid is expanded."""
+        """Run config key -> the grid values, in the order the grid is expanded."""
         return {AXIS_KEYS[a]: getattr(self, a) for a in AXES}
 
     @property
@@ -107,12 +80,9 @@ class SweepSpec:
         return math.prod(len(v) for v in self.axes().values())
 
     def trial_configs(self) -> list[dict]:
-        """Every grid point as a trainables config (what each trial trains)."""
+        """Every grid point as a run config (what each trial trains)."""
         keys = list(self.axes())
-        return [
-            trial_config({**self.fixed, **dict(zip(keys, values))})
-            for values in itertools.product(*self.axes().values())
-        ]
+        return [{**self.fixed, **dict(zip(keys, values))} for values in itertools.product(*self.axes().values())]
 
     def smoke(self) -> SweepSpec:
         """The same sweep cut down to seconds: the first values of each axis, few epochs, a
@@ -149,10 +119,10 @@ class _Checker:
             raise self.fail(key, f"duplicate value(s) {', '.join(dupes)}; each grid point must be distinct")
         return tuple(values)
 
-    def resolved(self, where: str, config: dict) -> TrainConfig:
+    def field(self, where: str, key: str, value: object) -> None:
         try:
-            return resolve(config)
-        except (ValueError, TypeError) as exc:
+            check_field(key, value)
+        except ValueError as exc:
             raise self.fail(where, str(exc)) from None
 
 
@@ -162,6 +132,8 @@ def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = N
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: a spec is a YAML mapping of {', '.join(KEYS)}")
     for key in raw:
+        if key in RENAMED_KEYS:
+            raise check.fail(str(key), f"renamed: write {RENAMED_KEYS[key]!r}")
         if key not in KEYS:
             near = difflib.get_close_matches(str(key), KEYS, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -173,48 +145,33 @@ def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = N
     except ValueError as exc:
         raise check.fail("name", str(exc)) from None
 
-    tasks = check.axis(raw, "tasks")
-    for t in tasks:
-        check.resolved("tasks", {"task": t})
-    base = {"task": tasks[0]}
-
-    optimizers = check.axis(raw, "optimizers")
-    for entry in optimizers:
-        name_, _ = split_optimizer(entry) if isinstance(entry, str) else (entry, False)
-        if name_ not in OPTIMIZERS:
-            allowed = ", ".join(f"{o}, {o}{LAYCA_SUFFIX}" for o in OPTIMIZERS)
-            raise check.fail("optimizers", f"unknown optimizer {entry!r}; allowed: {allowed}")
-
-    alpha = check.axis(raw, "alpha", [0.0])
-    for a in alpha:
-        check.resolved("alpha", {**base, "alpha": a})
-    alpha = [float(a) for a in alpha]
-
-    rho0 = []
-    for item in check.axis(raw, "rho0", DEFAULT_RHO0):
-        try:
-            rho0 += parse_rho0(item)
-        except ValueError as exc:
-            raise check.fail("rho0", str(exc)) from None
-    for r in rho0:
-        check.resolved("rho0", {**base, "rho0": r})
-
-    seeds = check.axis(raw, "seeds", [0])
-    for s in seeds:
-        check.resolved("seeds", {**base, "seed": s})
+    values = {}
+    for axis in AXES:
+        given = check.axis(raw, axis, {"alpha": [0.0], "rho0": DEFAULT_RHO0, "seeds": [0]}.get(axis))
+        if axis == "rho0":
+            rates = []
+            for item in given:
+                try:
+                    rates += parse_rates(item)
+                except ValueError as exc:
+                    raise check.fail(axis, str(exc)) from None
+            given = rates
+        for v in given:
+            check.field(axis, AXIS_KEYS[axis], v)
+        values[axis] = check.distinct(axis, [float(v) if axis == "alpha" else v for v in given])
 
     train = raw.get("train") or {}
     if not isinstance(train, dict):
-        raise check.fail("train", f"{train!r} is not a mapping of trainables config keys")
-    clash = sorted(set(train) & ({"epochs", "data_fraction"} | set(AXIS_KEYS.values()) | {"layca"}))
+        raise check.fail("train", f"{train!r} is not a mapping of run config keys")
+    clash = sorted(set(train) & ({"epochs", "data_fraction"} | set(AXIS_KEYS.values())))
     if clash:
         raise check.fail("train", f"{clash} are set by their own spec keys or the grid, not under 'train'")
     fixed = {**train}
     for key in ("epochs", "data_fraction"):
         if raw.get(key) is not None:
             fixed[key] = raw[key]
-    for key in fixed:
-        check.resolved("train" if key in train else key, {**base, key: fixed[key]})
+    for key, value in fixed.items():
+        check.field("train" if key in train else key, key, value)
 
     resources = raw.get("resources") or {}
     if not isinstance(resources, dict) or set(resources) - set(RESOURCE_KEYS):
@@ -233,19 +190,10 @@ def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = N
     if not isinstance(description, str):
         raise check.fail("description", f"{description!r} is not text")
 
-    return SweepSpec(
-        name=name,
-        tasks=check.distinct("tasks", tasks),
-        optimizers=check.distinct("optimizers", optimizers),
-        alpha=check.distinct("alpha", alpha),
-        rho0=check.distinct("rho0", rho0),
-        seeds=check.distinct("seeds", seeds),
-        fixed=fixed,
-        cpus=float(cpus),
-        gpus=float(gpus),
-        max_failures=max_failures,
-        description=description.strip(),
-    )
+    spec = SweepSpec(name=name, **values, fixed=fixed, cpus=float(cpus), gpus=float(gpus),
+                     max_failures=max_failures, description=description.strip())
+    resolve(spec.trial_configs()[0])   # the fields together (each is checked above)
+    return spec
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -257,7 +205,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise FileNotFoundError(f"spec file {str(path)!r} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

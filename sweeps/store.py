@@ -8,7 +8,6 @@ Temp files start with "." so ``pyarrow.dataset`` skips them and ``*.parquet`` gl
 from __future__ import annotations
 
 import json
-import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -18,9 +17,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweeps.schema import SCHEMAS, STATUSES, TABLES, TRIALS, check_sweep_name, with_version
-
-ROTATION_HIGH = 0.9  # threshold of the trials table's rotation_frac_above_0_9
+from layrot.run import EPOCH_METRICS, EXPERIMENT_KEYS, LAYER_METRICS, LAYER_NAMES, STATUSES, RunConfig, summarize
+from sweeps.schema import SCHEMAS, TABLES, TRIALS, check_sweep_name, with_version
 
 
 def open_store(store: str) -> tuple[pafs.FileSystem, str]:
@@ -106,16 +104,14 @@ def sweep_exists(store: str, sweep: str) -> bool:
 class TrialRecord:
     """Everything the store holds about one trial, rebuilt into whole files on every change.
 
-    ``epochs`` maps epoch number -> the trial's metrics dict for that epoch (the keys documented
-    in ``trainables``). A report for epoch e drops any stored epoch >= e first: a trial that
-    resumed from an older checkpoint re-reports those epochs, and they must not appear twice.
+    ``epochs`` maps epoch number -> the trial's record for that epoch (``layrot.run.EPOCH_KEYS``).
+    A report for epoch e drops any stored epoch >= e first: a trial that resumed from an older
+    checkpoint re-reports those epochs, and they must not appear twice.
     """
 
     sweep: str
     trial_id: str
-    config: dict                       # the resolved trainables config (TrainConfig.to_dict())
-    weight_decay: float
-    epochs_planned: int
+    config: RunConfig
     status: str = "running"
     error: str | None = None
     epochs: dict[int, dict] = field(default_factory=dict)
@@ -130,71 +126,39 @@ class TrialRecord:
             raise ValueError(f"trial status {status!r}; allowed: {', '.join(STATUSES)}")
         self.status, self.error = status, error
 
+    def _records(self) -> list[dict]:
+        return [self.epochs[e] for e in sorted(self.epochs)]
+
     def _key(self, n: int) -> dict:
         return {"sweep": [self.sweep] * n, "trial_id": [self.trial_id] * n}
 
     def epochs_table(self) -> pa.Table:
-        ms = [self.epochs[e] for e in sorted(self.epochs)]
-        return pa.table(
-            {
-                **self._key(len(ms)),
-                "epoch": [int(m["epoch"]) for m in ms],
-                "lr": [float(m["lr"]) for m in ms],
-                "train_loss": [float(m["train_loss"]) for m in ms],
-                "train_acc": [float(m["train_acc"]) for m in ms],
-                "val_acc": [float(m["val_acc"]) for m in ms],
-                "test_acc": [float(m["test_acc"]) for m in ms],
-                "seconds": [float(m["epoch_seconds"]) for m in ms],
-            }
-        )
+        ms = self._records()
+        return pa.table({**self._key(len(ms)), **{m.name: [r[m.name] for r in ms] for m in EPOCH_METRICS}})
 
     def rotation_table(self) -> pa.Table:
-        rows = [
-            (e, layer, name, float(d))
-            for e in sorted(self.epochs)
-            for layer, (name, d) in enumerate(zip(self.epochs[e]["layer_names"], self.epochs[e]["rotation"]))
-        ]
-        epoch, layer, name, dist = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
-        return pa.table(
-            {**self._key(len(rows)), "epoch": epoch, "layer": layer, "layer_name": name, "cosine_distance": dist}
-        )
+        rows = [(r["epoch"], layer, name, *(r[m.name][layer] for m in LAYER_METRICS))
+                for r in self._records() for layer, name in enumerate(r[LAYER_NAMES])]
+        names = ["epoch", "layer", "layer_name", *(m.name for m in LAYER_METRICS)]
+        columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in names]
+        return pa.table({**self._key(len(rows)), **dict(zip(names, columns))})
 
     def trials_table(self) -> pa.Table:
         from layrot import __version__
 
-        ms = [self.epochs[e] for e in sorted(self.epochs)]
-        last = ms[-1] if ms else None
-        best = max(ms, key=lambda m: (m["val_acc"], -m["epoch"])) if ms else None  # first best epoch
-        rotation = [float(d) for d in last["rotation"]] if last else []
+        experiment = self.config.experiment()
         row = {
-            "task": self.config["task"],
-            "optimizer": self.config["optimizer"],
-            "layca": bool(self.config["layca"]),
-            "alpha": float(self.config["alpha"]),
-            "rho0": float(self.config["rho0"]),
-            "weight_decay": float(self.weight_decay),
-            "seed": int(self.config["seed"]),
+            "sweep": self.sweep, "trial_id": self.trial_id,
+            **{k: experiment[k] for k in EXPERIMENT_KEYS},
+            "weight_decay": self.config.weight_decay,
             "status": self.status,
-            "epochs_done": len(ms),
-            "epochs_planned": self.epochs_planned,
-            "final_test_acc": last["test_acc"] if last else None,
-            "best_val_acc": best["val_acc"] if best else None,
-            "best_val_epoch": best["epoch"] if best else None,
-            "test_acc_at_best_val": best["test_acc"] if best else None,
-            "final_val_acc": last["val_acc"] if last else None,
-            "final_train_acc": last["train_acc"] if last else None,
-            "final_train_loss": last["train_loss"] if last else None,
-            "rotation_mean": math.fsum(rotation) / len(rotation) if rotation else None,
-            "rotation_min": min(rotation) if rotation else None,
-            "rotation_frac_above_0_9": sum(d > ROTATION_HIGH for d in rotation) / len(rotation) if rotation else None,
-            "num_layers": len(rotation) if last else None,
-            "wall_seconds": math.fsum(m["epoch_seconds"] for m in ms),
+            **summarize(self._records()),
             "error": self.error,
-            "config_json": json.dumps(self.config, sort_keys=True),
+            "config_json": json.dumps(self.config.to_dict(), sort_keys=True),
             "layrot_version": __version__,
             "updated_at": datetime.now(timezone.utc),
         }
-        return pa.Table.from_pylist([{"sweep": self.sweep, "trial_id": self.trial_id, **row}], schema=TRIALS)
+        return pa.Table.from_pylist([row], schema=TRIALS)
 
     def write(self, store: str) -> None:
         """Write the trial's three files; the trials row goes last so it never claims more epochs
@@ -205,21 +169,21 @@ class TrialRecord:
 
 
 def stored_epochs(store: str, sweep: str, trial_id: str) -> dict[int, dict]:
-    """The per-epoch metrics already in the store for a trial (empty if none), in the form
+    """The epoch records already in the store for a trial (empty if none), in the form
     ``TrialRecord.epochs`` holds, so a resumed driver continues the trial's files."""
     epochs = read_trial_file(store, "epochs", sweep, trial_id)
     if epochs is None:
         return {}
     rotation = read_trial_file(store, "rotation", sweep, trial_id)
-    layers: dict[int, list[tuple[int, str, float]]] = {}
-    for r in (rotation.to_pylist() if rotation is not None else []):
-        layers.setdefault(r["epoch"], []).append((r["layer"], r["layer_name"], r["cosine_distance"]))
+    layers: dict[int, list[dict]] = {}
+    for r in sorted(rotation.to_pylist() if rotation is not None else [], key=lambda r: (r["epoch"], r["layer"])):
+        layers.setdefault(r["epoch"], []).append(r)
     out = {}
     for r in epochs.to_pylist():
-        per_layer = sorted(layers.get(r["epoch"], []))
+        per_layer = layers.get(r["epoch"], [])
         out[r["epoch"]] = {
-            "epoch": r["epoch"], "lr": r["lr"], "train_loss": r["train_loss"], "train_acc": r["train_acc"],
-            "val_acc": r["val_acc"], "test_acc": r["test_acc"], "epoch_seconds": r["seconds"],
-            "layer_names": [name for _, name, _ in per_layer], "rotation": [d for _, _, d in per_layer],
+            **{m.name: r[m.name] for m in EPOCH_METRICS},
+            LAYER_NAMES: [x["layer_name"] for x in per_layer],
+            **{m.name: [x[m.name] for x in per_layer] for m in LAYER_METRICS},
         }
     return out

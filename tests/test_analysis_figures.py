@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import pytest
 
 from analysis import figures
+from layrot.run import rate_label
 from analysis.load import load
 from analysis.stats import best_configs, correlations
 from analysis.synthetic import write_synthetic_store
@@ -39,7 +40,7 @@ def test_rotation_curves_draw_each_best_run_with_viridis_layers(results):
                                 & (results.rotation["layer"] == LAYERS - 1)].sort_values("epoch")
         np.testing.assert_allclose(lines[-1].y, np.r_[0.0, rows["cosine_distance"].to_numpy()])
         assert lines[0].line.color == "rgb(68, 1, 84)" and lines[-1].line.color == "rgb(253, 231, 37)"
-        title = next(a.text for a in fig.layout.annotations if a.text.startswith(f"<b>{trial['task']} · {trial['setting']}<"))
+        title = next(a.text for a in fig.layout.annotations if a.text.startswith(f"<b>{trial['task']} · {trial['label']}<"))
         assert f"test {100 * trial['final_test_acc']:.1f}%" in title
         assert f"{100 * trial['delta_vs_layca']:+.1f} vs best Layca" in title
 
@@ -53,12 +54,12 @@ def test_rotation_curves_downsample_for_drawing_only(results):
 def test_heatmap_cells_are_mean_test_accuracy_per_alpha_and_rho(results):
     fig = figures.accuracy_heatmaps(results)
     heat = fig.data[0]
-    finished = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "Layca-SGD")
+    finished = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "layca-sgd")
                               & results.trials["status"].isin(["completed", "diverged"])]
     for i, alpha in enumerate(heat.y):
         for j, rho in enumerate(heat.x):
             cell = [t.final_test_acc for t in finished.itertuples()
-                    if f"{t.alpha:g}" == alpha and figures.rho_label(t.rho0) == rho]
+                    if f"{t.alpha:g}" == alpha and rate_label(t.rho0) == rho]
             expected = sum(cell) / len(cell) if cell else math.nan
             assert heat.z[i][j] == pytest.approx(expected, nan_ok=True)
 
@@ -66,7 +67,7 @@ def test_heatmap_cells_are_mean_test_accuracy_per_alpha_and_rho(results):
 def test_profiles_take_the_best_validation_run_at_each_value(results):
     fig = figures.accuracy_profiles(results)
     line = next(t for t in fig.data if t.name == "C10-CNN1 · Layca-SGD" and t.xaxis == "x")
-    trials = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "Layca-SGD")
+    trials = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "layca-sgd")
                             & results.trials["status"].isin(["completed", "diverged"])]
     for alpha, test in zip(line.x, line.y):
         candidates = [t for t in trials.itertuples() if t.alpha == alpha]
@@ -127,6 +128,3 @@ def test_figures_without_completed_trials_say_so(tmp_path):
     assert len(figures.training_curves(live).layout.updatemenus[0].buttons) == 3
 
 
-def test_rho_labels_follow_the_paper_grid():
-    assert figures.rho_label(3 ** -3) == "3^-3" and figures.rho_label(1.0) == "3^0"
-    assert figures.rho_label(0.05) == "0.05"

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.load import StoreFileWarning, load, optimizer_family, setting_name
+from analysis.load import StoreFileWarning, load
 from analysis.synthetic import write_synthetic_store
 from sweeps.schema import METADATA_KEY
 
@@ -52,14 +52,14 @@ def test_running_trials_of_a_live_sweep_load_with_their_partial_epochs(store):
     trials = load(str(store), sweep="beta").trials
     running = trials[trials["status"] == "running"]
     assert len(running) == 2
-    assert (running["epochs_done"] < running["epochs_planned"]).all()
+    assert (running["epochs_done"] < running["epochs"]).all()
 
 
-def test_filters_by_sweep_task_and_optimizer(store):
+def test_filters_by_sweep_task_and_setting(store):
     results = load(str(store), sweep="alpha")
     assert set(results.trials["sweep"]) == {"alpha"} and set(results.rotation["sweep"]) == {"alpha"}
-    adam = load(str(store), optimizer="adam")
-    assert set(adam.trials["optimizer"]) == {"adam"}
+    adam = load(str(store), setting="adam")
+    assert set(adam.trials["setting"]) == {"adam"}
     assert set(adam.epochs["trial_id"]) == set(adam.trials["trial_id"])
     both = load(str(store), task=["C10-CNN1", "C100-resnet"])
     assert len(both.trials) == 32
@@ -67,10 +67,11 @@ def test_filters_by_sweep_task_and_optimizer(store):
 
 def test_derived_columns_name_settings_and_families(store):
     trials = load(str(store)).trials
-    assert set(trials["setting"]) <= {"Layca-SGD", "SGD", "SGD+L2", "Adam", "Layca-Adam"}
-    assert setting_name("sgd", True) == "Layca-SGD" and setting_name("sgd_l2", False) == "SGD+L2"
-    assert optimizer_family("sgd_l2") == optimizer_family("sgd") == "SGD"
-    assert optimizer_family("rmsprop") == "RMSprop"
+    assert set(trials["setting"]) == {"layca-sgd", "sgd", "sgd-l2", "adam", "layca-adam"}
+    by_setting = trials.drop_duplicates("setting").set_index("setting")
+    assert by_setting.loc["layca-sgd", ["label", "family", "layca"]].tolist() == ["Layca-SGD", "SGD", True]
+    assert by_setting.loc["sgd-l2", ["label", "family", "layca"]].tolist() == ["SGD+L2", "SGD", False]
+    assert by_setting.loc["layca-adam", ["label", "family", "layca"]].tolist() == ["Layca-Adam", "Adam", True]
     assert all(c["rho0"] == r for c, r in zip(trials["config"], trials["rho0"]))
 
 
@@ -125,7 +126,7 @@ def test_other_schema_version_fails_with_a_clear_message(store, tmp_path):
     path = target / "trials" / "alpha" / "trial_00002.parquet"
     table = pq.read_table(path)
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: b"0"}), path)
-    with pytest.raises(ValueError, match=r"trial_00002.parquet has schema version 0; this layrot reads version 1"):
+    with pytest.raises(ValueError, match=r"trial_00002.parquet has schema version 0; this layrot reads version 2 only"):
         load(str(target))
 
 

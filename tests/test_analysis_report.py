@@ -37,7 +37,20 @@ def test_report_of_one_sweep_and_task_filter(store, tmp_path):
     assert out.exists()
 
 
+def test_setting_filter_leaves_only_that_settings_trials_in_the_figures(store, tmp_path):
+    from analysis.load import load
+
+    out = tmp_path / "layca.html"
+    assert main(["report", "--store", str(store), "--setting", "layca-sgd", "-o", str(out), "--bootstrap", "50"]) == 0
+    shown = set(re.findall(r"trial (trial_\d{5})", out.read_text()))     # every hover names its trial
+    trials = load(str(store)).trials
+    assert shown and shown <= set(trials.loc[trials["setting"] == "layca-sgd", "trial_id"])
+    assert not shown & set(trials.loc[trials["setting"] != "layca-sgd", "trial_id"])
+
+
 @pytest.mark.parametrize("make_args, message", [
+    (lambda store, empty: ["--store", str(store), "--setting", "sgd+layca"],
+     "setting='sgd+layca' is not allowed: write 'layca-sgd'"),
     (lambda store, empty: ["--store", str(store), "--sweep", "nope"], "sweep 'nope' is not in store"),
     (lambda store, empty: ["--store", str(empty)], "holds no trials yet"),
     (lambda store, empty: ["--store", str(empty / "missing")], "does not exist"),

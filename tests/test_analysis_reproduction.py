@@ -26,11 +26,11 @@ def test_a_changed_number_is_caught(tmp_path):
 
 def test_configurations_average_seeds_and_rank_by_mean_validation():
     rows = [  # setting, alpha, rho0, seed, status, val, test
-        ("Layca-SGD", 0.0, 0.1, 0, "completed", 0.80, 0.70),
-        ("Layca-SGD", 0.0, 0.1, 1, "completed", 0.90, 0.80),
-        ("Layca-SGD", 0.0, 0.3, 0, "completed", 0.86, 0.90),
-        ("Layca-SGD", 0.0, 0.3, 1, "diverged", 0.10, 0.10),
-        ("SGD", 0.0, 0.1, 0, "errored", 0.99, 0.99),
+        ("layca-sgd", 0.0, 0.1, 0, "completed", 0.80, 0.70),
+        ("layca-sgd", 0.0, 0.1, 1, "completed", 0.90, 0.80),
+        ("layca-sgd", 0.0, 0.3, 0, "completed", 0.86, 0.90),
+        ("layca-sgd", 0.0, 0.3, 1, "diverged", 0.10, 0.10),
+        ("sgd", 0.0, 0.1, 0, "errored", 0.99, 0.99),
     ]
     trials = pd.DataFrame(rows, columns=["setting", "alpha", "rho0", "seed", "status", "final_val_acc", "final_test_acc"])
     for col in ("final_train_acc", "rotation_mean", "rotation_min", "rotation_frac_above_0_9"):
@@ -42,7 +42,7 @@ def test_configurations_average_seeds_and_rank_by_mean_validation():
     assert low["test_by_seed"] == [0.70, 0.80]
     high = configs[configs["rho0"] == 0.3].iloc[0]
     assert high["diverged"] == 1 and high["val_acc"] == pytest.approx(0.48)
-    assert best_per_setting(configs).loc["Layca-SGD", "rho0"] == 0.1
+    assert best_per_setting(configs).loc["layca-sgd", "rho0"] == 0.1
 
 
 def test_replace_block_keeps_the_prose():

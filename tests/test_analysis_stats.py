@@ -51,8 +51,8 @@ def test_correlate_is_nan_for_too_few_or_constant_values():
 
 def trial(task="T", optimizer="sgd", layca=True, status="completed", train=1.0, val=0.5, test=0.5,
           rot=(0.5, 0.4, 0.2), alpha=0.0, rho0=1 / 27, family=None):
-    setting = ("Layca-" if layca else "") + {"sgd": "SGD", "sgd_l2": "SGD+L2", "adam": "Adam"}[optimizer]
-    return {"task": task, "optimizer": optimizer, "layca": layca, "status": status, "final_train_acc": train,
+    setting = ("layca-" if layca else "") + optimizer
+    return {"task": task, "layca": layca, "status": status, "final_train_acc": train,
             "final_val_acc": val, "final_test_acc": test, "rotation_mean": rot[0], "rotation_min": rot[1],
             "rotation_frac_above_0_9": rot[2], "alpha": alpha, "rho0": rho0, "setting": setting,
             "family": family or ("Adam" if optimizer == "adam" else "SGD")}
@@ -90,15 +90,15 @@ def test_best_configs_choose_by_validation_and_compare_to_the_best_layca_run():
         trial(optimizer="sgd", layca=False, val=0.60, test=0.58),
         trial(optimizer="sgd", layca=False, val=0.95, test=0.90, status="diverged"),   # never eligible
         trial(optimizer="adam", layca=True, val=0.79, test=0.72),
-        trial(task="U", optimizer="sgd_l2", layca=False, val=0.5, test=0.45),
+        trial(task="U", optimizer="sgd-l2", layca=False, val=0.5, test=0.45),
     ])
     best = best_configs(trials).set_index(["task", "setting"])
-    assert best.loc[("T", "Layca-SGD"), "rho0"] == pytest.approx(1 / 9)
-    assert best.loc[("T", "Layca-SGD"), "n_trials"] == 2
-    assert best.loc[("T", "SGD"), "final_test_acc"] == 0.58
-    assert best.loc[("T", "SGD"), "delta_vs_layca"] == pytest.approx(0.58 - 0.70)
-    assert best.loc[("T", "Layca-Adam"), "delta_vs_layca"] == pytest.approx(0.72 - 0.70)
-    assert np.isnan(best.loc[("U", "SGD+L2"), "delta_vs_layca"])       # no Layca run in task U
+    assert best.loc[("T", "layca-sgd"), "rho0"] == pytest.approx(1 / 9)
+    assert best.loc[("T", "layca-sgd"), "n_trials"] == 2
+    assert best.loc[("T", "sgd"), "final_test_acc"] == 0.58
+    assert best.loc[("T", "sgd"), "delta_vs_layca"] == pytest.approx(0.58 - 0.70)
+    assert best.loc[("T", "layca-adam"), "delta_vs_layca"] == pytest.approx(0.72 - 0.70)
+    assert np.isnan(best.loc[("U", "sgd-l2"), "delta_vs_layca"])       # no Layca run in task U
 
 
 def test_status_counts_per_task():

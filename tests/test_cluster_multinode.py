@@ -27,7 +27,7 @@ NODE_READY = "Ray runtime started"      # what `ray start` prints once its node 
 SPEC = """\
 name: two-nodes
 tasks: [fmnist-quick]
-optimizers: [sgd+layca, sgd]
+settings: [layca-sgd, sgd]
 rho0: [3^-3, 3^-1]
 resources: {cpus: 1}
 max_failures: 0
@@ -184,7 +184,7 @@ def test_smoke_sweep_runs_trials_on_both_nodes_and_fills_the_store(tmp_path):
     # The store is complete: every trial finished all its epochs, with one rotation value per
     # kernel layer and epoch.
     assert len(trial_ids) == TRIALS
-    assert {(t["status"], t["epochs_done"], t["epochs_planned"]) for t in trials} == {("completed", EPOCHS, EPOCHS)}
+    assert {(t["status"], t["epochs_done"], t["epochs"]) for t in trials} == {("completed", EPOCHS, EPOCHS)}
     assert sorted((e["trial_id"], e["epoch"]) for e in epochs) == [(t, e) for t in trial_ids for e in range(1, EPOCHS + 1)]
     layers = {t["trial_id"]: t["num_layers"] for t in trials}
     assert min(layers.values()) >= 1

@@ -6,10 +6,12 @@ from types import SimpleNamespace
 import pytest
 from ray.tune.experiment import Trial
 
+from run_records import epoch_record
+
 from sweeps.callback import StoreCallback
 from sweeps.store import read_trial_file
 
-CONFIG = {"task": "fmnist-quick", "optimizer": "sgd+layca", "alpha": -0.2, "rho0": 9.0, "seed": 1, "epochs": 3,
+CONFIG = {"task": "fmnist-quick", "setting": "layca-sgd", "alpha": -0.2, "rho0": 9.0, "seed": 1, "epochs": 3,
           "_fail_once_at_epoch": 2}
 
 
@@ -19,9 +21,7 @@ def _trial(trial_id: str, status: str = Trial.RUNNING, last: dict | None = None,
 
 
 def _result(epoch: int, diverged: bool = False) -> dict:
-    return {"epoch": epoch, "lr": 9.0, "train_loss": float("nan") if diverged else 1.0 / epoch,
-            "train_acc": 0.2, "val_acc": 0.1 * epoch, "test_acc": 0.1, "epoch_seconds": 0.5,
-            "diverged": diverged, "rotation": [0.5, 0.25], "layer_names": ["0.weight", "1.weight"],
+    return {**epoch_record(epoch, 0.1 * epoch, [0.5, 0.25], lr=9.0, seconds=0.5, diverged=diverged),
             "training_iteration": epoch, "config": CONFIG}
 
 
@@ -47,15 +47,15 @@ def test_statuses_errors_and_progress(tmp_path):
     cb.on_trial_error(0, [diverging, failing], failing)
 
     t1 = read_trial_file(str(tmp_path), "trials", "s", "t1").to_pylist()[0]
-    assert (t1["status"], t1["optimizer"], t1["layca"], t1["alpha"], t1["rho0"]) == ("diverged", "sgd", True, -0.2, 9.0)
-    assert t1["epochs_planned"] == 3 and t1["best_val_epoch"] == 2
+    assert (t1["status"], t1["setting"], t1["alpha"], t1["rho0"]) == ("diverged", "layca-sgd", -0.2, 9.0)
+    assert t1["epochs"] == 3 and t1["epochs_done"] == 2
     t2 = read_trial_file(str(tmp_path), "trials", "s", "t2").to_pylist()[0]
     assert (t2["status"], t2["error"], t2["epochs_done"]) == ("errored", "RuntimeError: boom", 0)
     assert "_fail_once_at_epoch" not in t2["config_json"]
 
     last = out.getvalue().splitlines()[-1]
     assert last.startswith("[s] 2/2 done (0 completed, 1 diverged, 1 errored), 0 running, 0 pending")
-    assert "best val_acc 0.2000 (fmnist-quick sgd+layca alpha=-0.2 rho0=9)" in last
+    assert "best val_acc 0.2000 over 1 seed(s) (fmnist-quick layca-sgd alpha=-0.2 rho0=3^2)" in last
 
 
 def test_resumed_driver_continues_a_trials_files(tmp_path):

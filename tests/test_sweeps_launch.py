@@ -10,7 +10,7 @@ DRIVER = {"127.0.0.1", "10.0.0.5"}
 
 
 def _spec(**resources):
-    return parse_spec({"tasks": ["C10-CNN1"], "optimizers": ["sgd"], "resources": resources}, default_name="r")
+    return parse_spec({"tasks": ["C10-CNN1"], "settings": ["sgd"], "resources": resources}, default_name="r")
 
 
 def test_tune_state_lives_under_the_store(tmp_path, monkeypatch):

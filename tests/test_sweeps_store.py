@@ -9,7 +9,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from run_records import epoch_record
+
 import sweeps.store as store_mod
+from layrot.run import resolve
 from sweeps.schema import METADATA_KEY, SCHEMA_VERSION
 from sweeps.store import TrialRecord, read_trial_file, stored_epochs, sweep_exists, write_trial_file
 
@@ -26,7 +29,7 @@ def _epoch_rows(trial_id: str, epochs: list[int], sweep: str = "s1") -> pa.Table
             "train_acc": [0.5] * n,
             "val_acc": [0.4] * n,
             "test_acc": [0.3] * n,
-            "seconds": [2.0] * n,
+            "epoch_seconds": [2.0] * n,
         }
     )
 
@@ -43,7 +46,8 @@ def test_written_files_are_plain_versioned_parquet(tmp_path):
     assert table.num_rows == 6
     df = pd.read_parquet(tmp_path / "epochs")
     assert sorted(df.groupby(["sweep", "trial_id"]).size().items()) == [(("s1", "t1"), 3), (("s1", "t2"), 2), (("s2", "t1"), 1)]
-    assert pq.read_schema(path).field("epoch").type == pa.int32()  # cast from int64 input
+    assert pq.read_schema(path).field("epoch").type == pa.int64()
+    assert pq.read_schema(path).field("val_images").type == pa.int64()  # missing nullable column
     assert sweep_exists(str(tmp_path), "s1") and not sweep_exists(str(tmp_path), "s3")
 
 
@@ -97,23 +101,13 @@ def test_crash_during_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch
 
 
 def _metrics(epoch: int, val: float, layers: int = 3) -> dict:
-    return {
-        "epoch": epoch,
-        "lr": 0.3 * 0.2 ** (epoch > 2),
-        "train_loss": 2.0 / epoch,
-        "train_acc": 0.5 + 0.1 * epoch,
-        "val_acc": val,
-        "test_acc": val - 0.05,
-        "epoch_seconds": 1.5 + epoch,
-        "diverged": False,
-        "rotation": [0.24 * epoch / (i + 1) for i in range(layers)],
-        "layer_names": [f"features.{i}.weight" for i in range(layers)],
-    }
+    return epoch_record(epoch, val, [0.24 * epoch / (i + 1) for i in range(layers)], lr=0.3 * 0.2 ** (epoch > 2),
+                        seconds=1.5 + epoch)
 
 
 def _record() -> TrialRecord:
-    config = {"task": "fmnist", "optimizer": "sgd_l2", "layca": False, "alpha": -0.2, "rho0": 3.0**-3, "seed": 4}
-    return TrialRecord("s1", "t1", config, weight_decay=2e-3, epochs_planned=4)
+    config = resolve({"task": "fmnist", "setting": "sgd-l2", "alpha": -0.2, "rho0": 3.0**-3, "seed": 4, "epochs": 4})
+    return TrialRecord("s1", "t1", config)
 
 
 def test_trial_record_summaries_agree_with_epoch_rows(tmp_path):
@@ -128,17 +122,18 @@ def test_trial_record_summaries_agree_with_epoch_rows(tmp_path):
     assert len(trials) == 1
     t = trials[0]
     last = _metrics(4, 0.7)
-    assert (t["task"], t["optimizer"], t["layca"], t["alpha"], t["seed"]) == ("fmnist", "sgd_l2", False, -0.2, 4)
+    assert (t["task"], t["setting"], t["alpha"], t["seed"], t["epochs"]) == ("fmnist", "sgd-l2", -0.2, 4, 4)
     assert t["rho0"] == pytest.approx(1 / 27) and t["weight_decay"] == 2e-3
-    assert (t["status"], t["epochs_done"], t["epochs_planned"]) == ("completed", 4, 4)
-    assert t["best_val_epoch"] == 2  # first of the two best epochs
-    assert t["best_val_acc"] == 0.8 and t["test_acc_at_best_val"] == pytest.approx(0.75)
+    assert (t["status"], t["epochs_done"]) == ("completed", 4)
     assert t["final_test_acc"] == pytest.approx(0.65) and t["final_val_acc"] == 0.7
     assert t["final_train_acc"] == pytest.approx(0.9) and t["final_train_loss"] == pytest.approx(0.5)
-    rot = np.array(last["rotation"])  # 0.96, 0.48, 0.32: one layer above 0.9
+    rot = np.array(last["cosine_distance"])  # 0.96, 0.48, 0.32: one layer above 0.9
     assert t["rotation_mean"] == pytest.approx(rot.mean()) and t["rotation_min"] == pytest.approx(rot.min())
+    assert t["rotation_max"] == pytest.approx(rot.max())
     assert t["rotation_frac_above_0_9"] == pytest.approx((rot > 0.9).mean())
-    assert t["num_layers"] == 3
+    assert t["relative_distance_mean"] == pytest.approx(2 * rot.mean())
+    assert t["norm_ratio_mean"] == pytest.approx(1 + rot.mean())
+    assert t["relative_distance_network"] == pytest.approx(0.4) and t["num_layers"] == 3
     assert t["wall_seconds"] == pytest.approx(sum(1.5 + e for e in range(1, 5)))
     assert json.loads(t["config_json"])["alpha"] == -0.2
     assert t["layrot_version"] and t["updated_at"] is not None
@@ -146,7 +141,8 @@ def test_trial_record_summaries_agree_with_epoch_rows(tmp_path):
     rotation = read_trial_file(str(tmp_path), "rotation", "s1", "t1").to_pandas()
     assert len(rotation) == 4 * 3
     final = rotation[rotation.epoch == 4].sort_values("layer")
-    assert final.cosine_distance.tolist() == pytest.approx(last["rotation"])
+    for name in ("cosine_distance", "relative_distance", "norm_ratio"):
+        assert final[name].tolist() == pytest.approx(last[name])
     assert final.layer_name.tolist() == last["layer_names"]
 
 
@@ -169,11 +165,10 @@ def test_stored_epochs_round_trip_and_errored_trial_without_epochs(tmp_path):
     rec.write(str(tmp_path))
     back = stored_epochs(str(tmp_path), "s1", "t1")
     for e in (1, 2):
-        want = {k: v for k, v in _metrics(e, 0.5).items() if k != "diverged"}
-        assert {k: back[e][k] for k in want} == want
+        assert back[e] == _metrics(e, 0.5)
     assert stored_epochs(str(tmp_path), "s1", "nope") == {}
 
-    empty = TrialRecord("s1", "t2", _record().config, weight_decay=0.0, epochs_planned=4)
+    empty = TrialRecord("s1", "t2", _record().config)
     empty.finish("errored", "RuntimeError: boom")
     empty.write(str(tmp_path))
     row = read_trial_file(str(tmp_path), "trials", "s1", "t2").to_pylist()[0]

@@ -7,7 +7,7 @@ import pytest
 from layrot.cli import main
 from trainables.cli import rate
 from trainables.data import SYSTEM_FASHION_MNIST
-from trainables.tasks import TASKS
+from layrot.tasks import TASKS
 
 needs_fashion_mnist = pytest.mark.skipif(not SYSTEM_FASHION_MNIST.exists(), reason="needs dataset-fashion-mnist")
 
@@ -38,23 +38,26 @@ def test_rate_accepts_numbers_and_powers_of_three():
 def test_train_smoke_test_prints_epochs_summary_and_json(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYROT_DATA", str(tmp_path / "data"))
     out_file = tmp_path / "run.json"
-    code = main(["train", "--task", "fmnist-quick", "--layca", "--alpha", "-0.5", "--rho0", "3^-2",
+    code = main(["train", "--task", "fmnist-quick", "--optimizer", "layca-sgd", "--alpha", "-0.5", "--rho0", "3^-2",
                  "--threads", "1", "--smoke-test", "--json", str(out_file)])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("layrot train: fmnist-quick with sgd + Layca, alpha -0.5, rho0 0.1111")
+    assert lines[0].startswith("layrot train: fmnist-quick with layca-sgd, alpha -0.5, rho0 3^-2")
     assert [line.split()[1] for line in lines[1:3]] == ["1/2", "2/2"]
     assert lines[3].startswith("2 epochs in ")
     saved = json.loads(out_file.read_text())
     assert saved["config"]["alpha"] == -0.5 and saved["config"]["epochs"] == 2
-    assert len(saved["history"]) == 2 and len(saved["history"][0]["rotation"]) == 4
+    assert len(saved["history"]) == 2 and len(saved["history"][0]["cosine_distance"]) == 4
+    assert saved["config"]["setting"] == "layca-sgd"
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--task", "nope"], "unknown task 'nope'; known tasks: C10-CNN1"),
-    (["train", "--alpha", "1.5"], "alpha=1.5 is outside [-1, 1]"),
-    (["train", "--optimizer", "lamb"], "unknown optimizer 'lamb'; allowed: sgd, sgd_l2, adam, rmsprop, adagrad"),
-    (["train", "--device", "tpu"], "device='tpu'; allowed: auto, cpu, cuda, cuda:N"),
+    (["train", "--task", "nope"], "task='nope' is not allowed: one of C10-CNN1"),
+    (["train", "--alpha", "1.5"], "alpha=1.5 is not allowed: a number in [-1, 1]"),
+    (["train", "--optimizer", "lamb"], "setting='lamb' is not allowed: one of sgd, sgd-l2, adam, rmsprop, adagrad"),
+    (["train", "--optimizer", "sgd+layca"], "setting='sgd+layca' is not allowed: write 'layca-sgd'"),
+    (["train", "--optimizer", "sgd_l2"], "setting='sgd_l2' is not allowed: write 'sgd-l2'"),
+    (["train", "--device", "tpu"], "device='tpu' is not allowed: auto, cpu, cuda or cuda:N"),
     (["train", "--threads", "0"], "--threads 0: must be >= 1"),
     (["train", "--device", "cuda:99", "--smoke-test"], "device='cuda:99', but"),
 ])
@@ -63,6 +66,13 @@ def test_bad_values_are_one_line_errors(capsys, argv, message):
     err = capsys.readouterr().err
     assert err == f"layrot {argv[0]}: error: {err.split(': error: ', 1)[1]}" and err.count("\n") == 1
     assert message in err
+
+
+def test_the_old_layca_flag_names_its_replacement(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--layca"])
+    assert info.value.code == 2
+    assert "--layca is gone: write --optimizer layca-sgd" in capsys.readouterr().err
 
 
 def test_missing_dataset_offline_is_one_line(capsys, tmp_path, monkeypatch):

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from trainables.data import SYSTEM_FASHION_MNIST
-from trainables.train import METRIC_KEYS, train
+from layrot.run import EPOCH_KEYS
+from trainables.train import train
 from trainables.tune_trial import run_trial
 
-QUICK = {"task": "fmnist-quick", "optimizer": "sgd", "layca": True, "alpha": -0.3, "rho0": 0.1, "seed": 3}
+QUICK = {"task": "fmnist-quick", "setting": "layca-sgd", "alpha": -0.3, "rho0": 0.1, "seed": 3}
 
 
 def test_fail_once_needs_a_positive_epoch():
@@ -56,15 +57,15 @@ def test_trial_retried_from_its_checkpoint_ends_like_an_uninterrupted_run(local_
     assert "injected failure after epoch 2" in (Path(result.path) / "error.txt").read_text()
     epochs = result.metrics_dataframe["epoch"].tolist()
     assert epochs == [1, 2, 3]                       # the retry resumed after epoch 2, no repeats
-    final = {k: result.metrics[k] for k in METRIC_KEYS if k != "epoch_seconds"}
-    assert final == {k: reference[-1][k] for k in METRIC_KEYS if k != "epoch_seconds"}
+    final = {k: result.metrics[k] for k in EPOCH_KEYS if k != "epoch_seconds"}
+    assert final == {k: reference[-1][k] for k in EPOCH_KEYS if k != "epoch_seconds"}
     assert result.checkpoint is not None
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SYSTEM_FASHION_MNIST.exists(), reason="needs Debian's dataset-fashion-mnist")
 def test_diverged_trial_ends_after_its_report_without_error(local_ray):
-    result = fit(local_ray, "diverge", {**QUICK, "layca": False, "rho0": 1e37, "data_dir": str(local_ray / "data")})
+    result = fit(local_ray, "diverge", {**QUICK, "setting": "sgd", "rho0": 1e37, "data_dir": str(local_ray / "data")})
     frame = result.metrics_dataframe
     assert frame["diverged"].tolist()[-1] and not any(frame["diverged"].tolist()[:-1])
-    assert len(frame) < 3 and set(METRIC_KEYS) <= set(result.metrics)
+    assert len(frame) < 3 and set(EPOCH_KEYS) <= set(result.metrics)

@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def table() -> str:
-    from trainables.tasks import TASKS
+    from layrot.tasks import TASKS
 
     header = ("name", "dataset", "model", "epochs", "rate x decay at epochs", "L2 lambda", "augment", "data", "")
     rows = [header] + [
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
         from layrot_core import kernel_layers
         from trainables.models import build_model, input_shape
-        from trainables.tasks import TASKS
+        from layrot.tasks import TASKS
         for task in TASKS.values():
             model = build_model(task.model).eval()
             with torch.no_grad():

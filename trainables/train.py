@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 
 import layrot_core as lc
+from layrot.run import LAYER_NAMES, RUNTIME_KEYS, RunConfig, network_relative_distance, resolve
 from trainables import data as datasets
-from trainables import METRIC_KEYS
-from trainables.config import RUNTIME_KEYS, TrainConfig, resolve
 from trainables.models import build_model, input_shape
-from trainables.optimizers import OPTIMIZERS
 
 EVAL_BATCH = 1000
+# Steps between two reads of the divergence flag: reading it makes the host wait for the
+# accelerator, so a diverged run is stopped up to this many steps late instead of syncing per step.
+DIVERGENCE_CHECK_STEPS = 16
 
 
 def pick_device(name: str) -> torch.device:
@@ -35,36 +36,44 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, example: torch.Tensor) -> torch.optim.Optimizer:
-    """The named optimizer with the authors' settings, eq. 1 multipliers (alpha) per kernel
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module, example: torch.Tensor) -> torch.optim.Optimizer:
+    """The setting's optimizer with the authors' settings, eq. 1 multipliers (alpha) per kernel
     layer, optionally wrapped in Layca. Without Layca the multipliers scale each group's lr."""
-    spec = OPTIMIZERS[cfg.optimizer]
-    base = getattr(torch.optim, spec.base)
-    kwargs = dict(spec.kwargs, weight_decay=cfg.weight_decay)
+    setting = cfg.setting_spec
+    base = getattr(torch.optim, setting.base)
+    kwargs = dict(setting.kwargs, weight_decay=cfg.weight_decay)
     groups = lc.param_groups(model, alpha=cfg.alpha, example_input=example)
-    if cfg.layca:
+    if setting.layca:
         return lc.Layca(groups, base=base, lr=cfg.rho0, **kwargs)
     for group in groups:
         group["lr"] = cfg.rho0 * group.get("lr_scale", 1.0)
     return base(groups, lr=cfg.rho0, **kwargs)
 
 
+def applied_rate(optimizer: torch.optim.Optimizer) -> float:
+    """The base rate the optimizer applies now: a group's ``lr / lr_scale`` (the groups agree),
+    read from the optimizer itself so a logged rate is never a recomputation."""
+    groups = [g for g in optimizer.param_groups if g.get("lr_scale", 1.0) > 0]
+    group = next((g for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0])
+    return float(group["lr"]) / group.get("lr_scale", 1.0)
+
+
 class Run:
     """One training run; ``epoch()`` trains and evaluates one epoch and returns its metrics."""
 
-    def __init__(self, config: dict | TrainConfig):
-        self.cfg = config if isinstance(config, TrainConfig) else resolve(config)
-        self.task = self.cfg.spec
+    def __init__(self, config: dict | RunConfig):
+        self.cfg = config if isinstance(config, RunConfig) else resolve(config)
+        self.task = self.cfg.task_spec
         self.device = pick_device(self.cfg.device)
-        self.data = datasets.load(self.task.dataset, self.cfg.data_dir, fraction=self.cfg.fraction).to(self.device)
+        self.data = datasets.load(self.task.dataset, self.cfg.data_dir, fraction=self.cfg.fraction,
+                                  final_fraction=self.cfg.final_fraction).to(self.device)
         # One fixed initialisation per task and seed, whatever the optimizer (the paper's protocol).
         torch.manual_seed(self.cfg.seed)
         # channels_last: the usual choice on GPUs, and 1.6x faster for fmnist on this CPU
         self.model = build_model(self.task.model).to(self.device, memory_format=torch.channels_last)
         example = torch.zeros(2, *input_shape(self.task.model), device=self.device)
         self.optimizer = build_optimizer(self.cfg, self.model, example)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(self.cfg.milestones), gamma=self.task.decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self.cfg.rate_factor(e))
         self.monitor = lc.RotationMonitor(self.model, example)
         self.data_rng = torch.Generator().manual_seed(self.cfg.seed)
         self.forward = torch.compile(self.model) if self.cfg.compile else self.model
@@ -72,14 +81,7 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return len(self.history) >= self.cfg.num_epochs or (bool(self.history) and self.history[-1]["diverged"])
-
-    @property
-    def rate(self) -> float:
-        """rho(e) for the next epoch e: rho0 * decay ** (number of milestones <= e), which the
-        scheduler applies to every group."""
-        e = len(self.history)
-        return self.cfg.rho0 * self.task.decay ** sum(m <= e for m in self.cfg.milestones)
+        return len(self.history) >= self.cfg.epochs or (bool(self.history) and self.history[-1]["diverged"])
 
     def _inputs(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
         if augment:
@@ -91,40 +93,51 @@ class Run:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def epoch(self) -> dict:
+        """Train and evaluate one epoch; returns its record (keys ``layrot.run.EPOCH_KEYS``)."""
         if self.done:
             raise RuntimeError(f"run already finished after {len(self.history)} epochs")
-        start, lr = time.perf_counter(), self.rate
+        start, lr = time.perf_counter(), applied_rate(self.optimizer)
         self.model.train()
-        loss_sum, seen, diverged = 0.0, 0, False
+        # Loss, accuracy and the divergence flag stay on the device: no host sync per step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for x, y in datasets.batches(self.data.train, self.task.batch_size, self.data_rng):
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        seen, diverged = 0, False
+        for step, (x, y) in enumerate(datasets.batches(self.data.train, self.task.batch_size, self.data_rng), 1):
             with self._autocast():
                 logits = self.forward(self._inputs(x, self.task.augment))
                 loss = F.cross_entropy(logits.float(), y)
             correct += _correct(logits, y)
+            loss_sum += loss.detach() * len(y)
+            nonfinite |= ~torch.isfinite(loss.detach())
             seen += len(y)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):     # an expected outcome of too-high rates
+            if step % DIVERGENCE_CHECK_STEPS == 0 and bool(nonfinite):  # an expected outcome of too-high rates
                 diverged = True
                 break
-            loss_sum += loss_value * len(y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+        diverged = diverged or bool(nonfinite)
         if not diverged:
             self.scheduler.step()
-        distances = self.monitor.cosine_distances()
+        final = diverged or len(self.history) + 1 == self.cfg.epochs
+        val, test = (self.data.final_val, self.data.final_test) if final else (self.data.val, self.data.test)
+        layers = self.monitor.measure()
         metrics = {
             "epoch": len(self.history) + 1,
             "lr": lr,
-            "train_loss": math.nan if diverged else loss_sum / seen,
+            "train_loss": math.nan if diverged else float(loss_sum) / seen,
             "train_acc": int(correct) / seen,
-            "val_acc": self.evaluate(self.data.val),
-            "test_acc": self.evaluate(self.data.test),
+            "val_acc": self.evaluate(val),
+            "test_acc": self.evaluate(test),
+            "val_images": len(val),
+            "test_images": len(test),
+            "relative_distance_network": network_relative_distance(
+                layers["relative_distance"].values(), self.monitor.initial_norms.values()),
             "epoch_seconds": 0.0,
             "diverged": diverged,
-            "rotation": [float(d) for d in distances.values()],
-            "layer_names": list(distances),
+            LAYER_NAMES: list(self.monitor.names),
+            **{name: [float(v) for v in per_layer.values()] for name, per_layer in layers.items()},
         }
         metrics["epoch_seconds"] = time.perf_counter() - start
         self.history.append(metrics)
@@ -172,7 +185,7 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def format_epoch(m: dict, epochs: int) -> str:
-    rot = m["rotation"]
+    rot = m["cosine_distance"]
     return (f"epoch {m['epoch']:>3}/{epochs}  lr {m['lr']:.3g}  loss {m['train_loss']:.4f}  "
             f"train {m['train_acc']:6.2%}  val {m['val_acc']:6.2%}  test {m['test_acc']:6.2%}  "
             f"rotation mean {sum(rot) / len(rot):.3f} min {min(rot):.3f}  {m['epoch_seconds']:.1f}s"
@@ -181,9 +194,9 @@ def format_epoch(m: dict, epochs: int) -> str:
 
 def train(config: dict, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train one configuration without Ray; prints a line per epoch (or calls ``on_epoch``)
-    and returns the per-epoch metrics (keys: ``METRIC_KEYS``)."""
+    and returns the epoch records (keys: ``layrot.run.EPOCH_KEYS``)."""
     run = Run(config)
-    report = on_epoch or (lambda m: print(format_epoch(m, run.cfg.num_epochs), flush=True))
+    report = on_epoch or (lambda m: print(format_epoch(m, run.cfg.epochs), flush=True))
     while not run.done:
         report(run.epoch())
     return run.history

@@ -1,8 +1,8 @@
 """The task registry: every hyper-parameter of a task in one place, with its units.
 
-A task fixes data, model and protocol (epochs, rate schedule, L2 strength); an optimizer and a
-rate are what a sweep varies. Schedules are per epoch: rho(e) = rho0 * decay ** k, with k the
-number of milestones <= e (epochs counted from 0), as in the authors' code.
+A task fixes data, model and protocol (epochs, rate schedule, L2 strength); a setting (optimizer)
+and a rate are what a sweep varies (``layrot.run``). Dataset and model are names that
+``trainables`` resolves, so this registry imports nothing and the report can use it without torch.
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ _FASHION_MNIST = [
 ]
 
 TASKS: dict[str, Task] = {t.name: t for t in _PAPER + _FASHION_MNIST}
+PAPER_TASKS: tuple[str, ...] = tuple(t.name for t in _PAPER)
 
 
 def get_task(name: str) -> Task:
