@@ -355,6 +355,23 @@ def summarize(epochs: list[dict]) -> dict[str, Any]:
 
 SELECTION_METRIC = "final_val_acc"
 MIN_TRAIN_ACC = 0.99               # the paper's claims are about runs that fit their training data
+# A study's analysis settings, fixed in its spec files before the runs (pre-registered) and
+# stored with the sweep, so the report judges it by the rule it announced: name -> (default, doc).
+ANALYSIS_SETTINGS: dict[str, tuple[Any, str]] = {
+    "min_train_acc": (MIN_TRAIN_ACC, "final training accuracy a run needs to count as fitting its data, in [0, 1]"),
+}
+
+
+def analysis_settings(given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The analysis settings with defaults filled; a one-line ValueError on a bad one."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(ANALYSIS_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown analysis setting(s) {unknown}; allowed: {', '.join(ANALYSIS_SETTINGS)}")
+    threshold = given.get("min_train_acc", MIN_TRAIN_ACC)
+    if not (_is_real(threshold) and 0 <= threshold <= 1):
+        raise ValueError(f"min_train_acc={threshold!r} is not allowed: a number in [0, 1]")
+    return {"min_train_acc": float(threshold)}
 
 
 def configuration(config: Mapping[str, Any]) -> tuple:

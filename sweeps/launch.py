@@ -19,7 +19,7 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from sweeps.spec import SweepSpec
-from sweeps.store import open_store, sweep_exists
+from sweeps.store import open_store, sweep_exists, write_sweep_file
 
 TUNE_DIR = "_tune"
 GRID_FILE = "layrot_grid.json"  # the grid a sweep started with, checked on --resume
@@ -187,6 +187,8 @@ def run_sweep(
             print(f"[{spec.name}] warning: {warning}", file=out or sys.stdout, flush=True)
         if not restoring:
             _save_grid(spec, store)
+            write_sweep_file(store, spec.name, {"sweep": spec.name, "analysis": spec.analysis,
+                                                "grid": spec.trial_configs()})
 
         trainable = tune.with_resources(sweep_trial, {"cpu": spec.cpus, "gpu": spec.gpus})
         if restoring:  # Tune restores the run config, store callback included, as first given

@@ -15,6 +15,7 @@ product of five axes; everything else is fixed for every trial::
     train: {device: auto}            # any other layrot.run config key, fixed for every trial
     resources: {cpus: 1, gpus: 0.25} # per trial; fractional GPUs let small trials share one
     max_failures: 2                  # retries of a failing trial, each from its last checkpoint
+    analysis: {min_train_acc: 0.99}  # the study's pre-registered analysis settings (layrot.run)
 
 Every value is checked by ``layrot.run.check_field``, the check a single training gets, so a
 spec accepts exactly what a trial accepts: numbers are never booleans (``yes``) or quoted text.
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from layrot.run import check_field, parse_rates, resolve
+from layrot.run import analysis_settings, check_field, parse_rates, resolve
 from sweeps.schema import check_sweep_name
 
 DEFAULT_RHO0 = ["3^-7..3^2"]  # the paper's grid
@@ -39,7 +40,7 @@ AXES = ("tasks", "settings", "alpha", "rho0", "seeds")
 # spec axis -> the run config key each value fills
 AXIS_KEYS = {"tasks": "task", "settings": "setting", "alpha": "alpha", "rho0": "rho0", "seeds": "seed"}
 RENAMED_KEYS = {"optimizers": "settings"}
-KEYS = ("name", "description", *AXES, "epochs", "data_fraction", "train", "resources", "max_failures")
+KEYS = ("name", "description", *AXES, "epochs", "data_fraction", "train", "resources", "max_failures", "analysis")
 RESOURCE_KEYS = ("cpus", "gpus")
 SMOKE_EPOCHS = 2
 SMOKE_DATA_FRACTION = 0.05
@@ -70,6 +71,7 @@ class SweepSpec:
     gpus: float = 0.0
     max_failures: int = 2
     description: str = ""
+    analysis: dict = field(default_factory=analysis_settings)   # layrot.run.ANALYSIS_SETTINGS
 
     def axes(self) -> dict[str, tuple]:
         """Run config key -> the grid values, in the order the grid is expanded."""
@@ -190,8 +192,16 @@ def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = N
     if not isinstance(description, str):
         raise check.fail("description", f"{description!r} is not text")
 
+    analysis = raw.get("analysis")
+    if analysis is not None and not isinstance(analysis, dict):
+        raise check.fail("analysis", f"{analysis!r} is not a mapping of analysis settings")
+    try:
+        analysis = analysis_settings(analysis)
+    except ValueError as exc:
+        raise check.fail("analysis", str(exc)) from None
+
     spec = SweepSpec(name=name, **values, fixed=fixed, cpus=float(cpus), gpus=float(gpus),
-                     max_failures=max_failures, description=description.strip())
+                     max_failures=max_failures, description=description.strip(), analysis=analysis)
     resolve(spec.trial_configs()[0])   # the fields together (each is checked above)
     return spec
 

@@ -91,6 +91,33 @@ def read_trial_file(store: str, table: str, sweep: str, trial_id: str) -> pa.Tab
     return pq.read_table(path, filesystem=fs)
 
 
+SWEEPS_DIR = "_sweeps"   # STORE/_sweeps/<sweep>.json: what a sweep announced when it started
+
+
+def write_sweep_file(store: str, sweep: str, record: dict) -> None:
+    """Write (atomically) the JSON record of a sweep: its grid and pre-registered analysis
+    settings. The folder starts with "_", so table readers skip it."""
+    fs, root = open_store(store)
+    folder = f"{root}/{SWEEPS_DIR}"
+    fs.create_dir(folder, recursive=True)
+    path, tmp = f"{folder}/{check_sweep_name(sweep)}.json", f"{folder}/.{sweep}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(record, sort_keys=True, indent=1).encode())
+    fs.move(tmp, path)
+
+
+def read_sweep_files(store: str) -> dict[str, dict]:
+    """{sweep: record} of every sweep file in the store (empty for stores written before them)."""
+    fs, root = open_store(store)
+    infos = fs.get_file_info(pafs.FileSelector(f"{root}/{SWEEPS_DIR}", allow_not_found=True))
+    out = {}
+    for info in infos:
+        if info.type == pafs.FileType.File and info.base_name.endswith(".json") and not info.base_name.startswith("."):
+            with fs.open_input_stream(info.path) as f:
+                out[info.base_name[: -len(".json")]] = json.loads(f.read().decode())
+    return out
+
+
 def sweep_exists(store: str, sweep: str) -> bool:
     """Whether any table of the store already holds files of this sweep."""
     fs, root = open_store(store)

@@ -53,6 +53,11 @@ def test_yaml_scientific_notation_is_a_number_and_quoted_numbers_are_refused(tmp
         load_spec(path)
 
 
+def test_analysis_settings_are_pre_registered_in_the_spec_with_defaults():
+    assert parse_spec(_spec(), default_name="a").analysis == {"min_train_acc": 0.99}
+    assert parse_spec(_spec(analysis={"min_train_acc": 0.95}), default_name="a").analysis == {"min_train_acc": 0.95}
+
+
 def test_smoke_keeps_two_values_per_axis_and_few_epochs():
     spec = parse_spec(_spec(settings=["sgd", "adam", "rmsprop"], alpha=[0, 0.1, 0.2]), default_name="big")
     smoke = spec.smoke()
@@ -97,6 +102,8 @@ def test_smoke_keeps_two_values_per_axis_and_few_epochs():
         ({"resources": {"gpu": 1}}, "x.yaml: resources: {'gpu': 1}: allowed keys are cpus, gpus"),
         ({"max_failures": -1}, "x.yaml: max_failures: -1 must be an integer >= 0"),
         ({"name": "my sweep"}, "x.yaml: name: sweep name 'my sweep' is not allowed"),
+        ({"analysis": {"min_train_acc": 1.5}}, "x.yaml: analysis: min_train_acc=1.5 is not allowed: a number in [0, 1]"),
+        ({"analysis": {"threshold": 0.9}}, "x.yaml: analysis: unknown analysis setting(s) ['threshold']"),
     ],
 )
 def test_invalid_specs_fail_with_one_line_naming_the_field(over, message):

@@ -14,7 +14,8 @@ from run_records import epoch_record
 import sweeps.store as store_mod
 from layrot.run import resolve
 from sweeps.schema import METADATA_KEY, SCHEMA_VERSION
-from sweeps.store import TrialRecord, read_trial_file, stored_epochs, sweep_exists, write_trial_file
+from sweeps.store import (TrialRecord, read_sweep_files, read_trial_file, stored_epochs, sweep_exists,
+                          write_sweep_file, write_trial_file)
 
 
 def _epoch_rows(trial_id: str, epochs: list[int], sweep: str = "s1") -> pa.Table:
@@ -175,3 +176,14 @@ def test_stored_epochs_round_trip_and_errored_trial_without_epochs(tmp_path):
     assert (row["status"], row["epochs_done"], row["error"]) == ("errored", 0, "RuntimeError: boom")
     assert row["final_test_acc"] is None and math.isclose(row["wall_seconds"], 0.0)
     assert read_trial_file(str(tmp_path), "epochs", "s1", "t2").num_rows == 0
+
+
+def test_sweep_files_round_trip_and_are_invisible_to_table_readers(tmp_path):
+    assert read_sweep_files(str(tmp_path)) == {}
+    write_sweep_file(str(tmp_path), "s1", {"analysis": {"min_train_acc": 0.95}, "grid": [{"seed": 0}]})
+    write_sweep_file(f"file://{tmp_path}", "s2", {"analysis": {"min_train_acc": 0.99}})
+    assert read_sweep_files(str(tmp_path)) == {"s1": {"analysis": {"min_train_acc": 0.95}, "grid": [{"seed": 0}]},
+                                               "s2": {"analysis": {"min_train_acc": 0.99}}}
+    write_trial_file(str(tmp_path), "epochs", "s1", "t1", _epoch_rows("t1", [1]))
+    assert ds.dataset(str(tmp_path / "epochs"), format="parquet").to_table().num_rows == 1
+    assert sorted(p.name for p in (tmp_path / "_sweeps").iterdir()) == ["s1.json", "s2.json"]
