@@ -362,7 +362,7 @@ ANALYSIS_SETTINGS: dict[str, tuple[Any, str]] = {
 }
 
 
-def analysis_settings(given: Mapping[str, Any] | None) -> dict[str, Any]:
+def analysis_settings(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The analysis settings with defaults filled; a one-line ValueError on a bad one."""
     given = dict(given or {})
     unknown = sorted(set(given) - set(ANALYSIS_SETTINGS))

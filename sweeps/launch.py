@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from layrot.run import rate_label
 from sweeps.spec import SweepSpec
 from sweeps.store import open_store, sweep_exists, write_sweep_file
 
@@ -41,6 +42,12 @@ def sweep_trial(params: dict) -> None:
     # One "checkpoint created" line per trial and epoch would drown the sweep's progress lines.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     run_trial(params)
+
+
+def trial_dirname(trial) -> str:
+    """Tune's folder of a trial: its canonical setting, id and rates (the names layrot.run gives)."""
+    c = trial.config
+    return f"{c['setting']}_{trial.trial_id}_alpha={c['alpha']:g}_rho0={rate_label(c['rho0'])}_seed={c['seed']}"
 
 
 def _join(location: str, *parts: str) -> str:
@@ -200,7 +207,8 @@ def run_sweep(
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
-                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent),
+                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent,
+                                            trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
                     name=spec.name,
                     storage_path=tune_path(store),
