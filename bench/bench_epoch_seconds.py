@@ -147,7 +147,7 @@ def paper_part(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
 def fmnist_readme(r: dict[str, dict[str, float]], load: float) -> str:
     full, quick, epochs = r["fmnist"], r["fmnist-quick"], TASKS["fmnist"].epochs
     return readme_block.wrap(
-        f"`{readme_block.command('bench_epoch_seconds')}`, {readme_block.measured_on(load)}: fmnist "
+        f"`{readme_block.command('bench_epoch_seconds')}` ({readme_block.measured_on(load)}): fmnist "
         f"{full['wall_1']:.2f} s wall / {full['cpu_1']:.2f} s CPU per epoch at 1 thread, {full['wall_2']:.2f} s wall "
         f"at 2 threads, {full['side']:.2f} s wall / {full['side_cpu']:.2f} s CPU with two runs side by side at 1 "
         f"thread each; fmnist-quick {quick['wall_1']:.2f} s wall / {quick['cpu_1']:.2f} s CPU. A {STUDY_TRIALS}-trial "
