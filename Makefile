@@ -22,7 +22,7 @@ quick: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# The reproduction study (docs/reproduction.md): four sweeps on real Fashion-MNIST, about an
+# The reproduction study (docs/reproduction.md): five sweep specs on real Fashion-MNIST, about an
 # hour on a 2-core CPU; --resume makes an interrupted study continue where it stopped.
 study: $(STAMP)
 	for spec in rho alpha sgd adaptive adaptive-seed1; do \

@@ -12,6 +12,7 @@ train images / 128 x seconds per step + evaluated images x seconds per evaluated
     .venv/bin/python bench/bench_epoch_seconds.py                  # minutes (the paper models are slow on CPU)
     .venv/bin/python bench/bench_epoch_seconds.py --skip-paper     # the Fashion-MNIST part only
     .venv/bin/python bench/bench_epoch_seconds.py --skip-fmnist    # the paper tasks only
+    .venv/bin/python bench/bench_epoch_seconds.py --write-readme   # and write the README's figures of each part run
     .venv/bin/python bench/bench_epoch_seconds.py --device cuda    # on a GPU
     .venv/bin/python bench/bench_epoch_seconds.py --smoke-test     # fmnist-quick and ResNet-32 only, seconds
 """
@@ -27,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 import layrot_core as lc
+import readme_block
 from trainables.models import build_model, input_shape
-from trainables.tasks import TASKS
+from layrot.tasks import TASKS
 from trainables.train import Run
 
 STUDY_TRIALS, STUDY_SLOTS = 100, 2
@@ -42,7 +44,7 @@ def fmnist_epoch_seconds(task: str, threads: int, epochs: int, fraction: float, 
     At one thread the CPU seconds are what the epoch takes on an otherwise idle core."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    run = Run({"task": task, "layca": True, "epochs": epochs + 1, "data_fraction": fraction, "device": device})
+    run = Run({"task": task, "setting": "layca-sgd", "epochs": epochs + 1, "data_fraction": fraction, "device": device})
     setup = time.perf_counter() - start
     run.epoch()                                             # warm-up
     wall, cpu = [], []
@@ -99,6 +101,72 @@ def paper_epoch_seconds(task_name: str, steps: int, device: str) -> tuple[float,
                  for i in range(2))
 
 
+def fmnist_part(args: argparse.Namespace, fraction: float) -> dict[str, dict[str, float]]:
+    """Per Fashion-MNIST task: wall and CPU seconds per epoch alone and side by side, and for
+    fmnist the study's hours as measured and on an idle machine."""
+    print(f"Fashion-MNIST tasks on {args.device} (Layca-SGD, real data, median of {args.epochs} epochs; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the start):")
+    results = {}
+    for name in ("fmnist-quick",) if args.smoke_test else ("fmnist", "fmnist-quick"):
+        task = TASKS[name]
+        alone = {t: fmnist_epoch_seconds(name, t, args.epochs, fraction, args.device) for t in (1, 2)}
+        with mp.get_context("spawn").Pool(2) as pool:
+            pair = pool.map(_side_by_side_worker, [(name, 1, args.epochs, fraction, args.device)] * 2)
+        setup, side, side_cpu = (statistics.mean(p[i] for p in pair) for i in range(3))
+        r = results[name] = dict(wall_1=alone[1][1], cpu_1=alone[1][2], wall_2=alone[2][1], side=side,
+                                 side_cpu=side_cpu, setup=setup)
+        print(f"  {name:13s} wall s/epoch: 1 thread {r['wall_1']:6.2f} | 2 threads {r['wall_2']:6.2f} | "
+              f"2 runs side by side at 1 thread {side:6.2f}")
+        print(f"  {name:13s} CPU  s/epoch: 1 thread {r['cpu_1']:6.2f} | 2 runs side by side at 1 thread "
+              f"{side_cpu:6.2f}   (set-up {setup:.1f}s wall)")
+        if name == "fmnist":
+            for key, label, per_epoch in (("measured", "as measured", side),
+                                          ("idle", "on an idle machine (CPU time)", side_cpu)):
+                r[f"trial_{key}"] = trial = setup + task.epochs * per_epoch
+                r[f"hours_{key}"] = hours = STUDY_TRIALS / STUDY_SLOTS * trial / 3600
+                print(f"  {name} study, {label}: {trial:.0f}s per {task.epochs}-epoch trial; {STUDY_TRIALS} trials, "
+                      f"{STUDY_SLOTS} at a time: {hours:.2f} h")
+    return results
+
+
+def paper_part(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """Per paper task: (wall, CPU) seconds of one epoch."""
+    torch.set_num_threads(args.paper_threads)
+    print(f"Paper tasks on {args.device}, {args.paper_threads} thread(s) (Layca-SGD, batch 128, random inputs of the "
+          f"real shape, {args.steps} timed steps; load average {os.getloadavg()[0]:.1f}):")
+    paper = [name for name, task in TASKS.items() if task.dataset in PAPER_SPLITS]
+    results = {}
+    for name in paper[1:2] if args.smoke_test else paper:       # smoke test: ResNet-32 only
+        epochs = TASKS[name].epochs
+        wall, cpu = results[name] = paper_epoch_seconds(name, args.steps, args.device)
+        print(f"  {name:12s} wall {wall:7.0f} s/epoch, CPU {cpu:7.0f} s/epoch  "
+              f"({wall * epochs / 3600:6.1f} h wall for its {epochs} epochs)")
+    return results
+
+
+def fmnist_readme(r: dict[str, dict[str, float]], load: float) -> str:
+    full, quick, epochs = r["fmnist"], r["fmnist-quick"], TASKS["fmnist"].epochs
+    return readme_block.wrap(
+        f"`{readme_block.command('bench_epoch_seconds')}` ({readme_block.measured_on(load)}): fmnist "
+        f"{full['wall_1']:.2f} s wall / {full['cpu_1']:.2f} s CPU per epoch at 1 thread, {full['wall_2']:.2f} s wall "
+        f"at 2 threads, {full['side']:.2f} s wall / {full['side_cpu']:.2f} s CPU with two runs side by side at 1 "
+        f"thread each; fmnist-quick {quick['wall_1']:.2f} s wall / {quick['cpu_1']:.2f} s CPU. A {STUDY_TRIALS}-trial "
+        f"fmnist study at {STUDY_SLOTS} trials x 1 thread therefore needs about {full['hours_idle']:.1f} h on an idle "
+        f"machine ({full['trial_idle']:.0f} s per {epochs}-epoch trial from CPU time), {full['hours_measured']:.1f} h "
+        f"at the load measured.")
+
+
+def paper_readme(r: dict[str, tuple[float, float]], threads: int, load: float) -> str:
+    lines = [readme_block.wrap(
+        f"`{readme_block.command('bench_epoch_seconds')}` ({threads} thread{'s' * (threads > 1)}; "
+        f"{readme_block.measured_on(load)}; the paper's data is not on this offline machine, so epochs are "
+        f"extrapolated from timed Layca-SGD steps on random inputs of the real shape):"), "",
+        "| task | CPU s/epoch | wall s/epoch | its whole schedule, wall |", "|---|---|---|---|"]
+    for name, (wall, cpu) in r.items():
+        lines.append(f"| {name} | {cpu:,.0f} | {wall:,.0f} | {wall * TASKS[name].epochs / 3600:,.1f} h |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -108,42 +176,24 @@ def main() -> None:
     parser.add_argument("--skip-paper", action="store_true")
     parser.add_argument("--skip-fmnist", action="store_true")
     parser.add_argument("--smoke-test", action="store_true")
+    readme_block.add_flag(parser)
     args = parser.parse_args()
+    if args.smoke_test and args.write_readme:
+        parser.error("--smoke-test measures a cut-down set: leave it out with --write-readme")
     fraction = 0.1 if args.smoke_test else 1.0
     if args.smoke_test:
         args.epochs, args.steps = 1, 1
 
     if not args.skip_fmnist:
-        print(f"Fashion-MNIST tasks on {args.device} (Layca-SGD, real data, median of {args.epochs} epochs; "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the start):")
-    fmnist_tasks = ("fmnist-quick",) if args.smoke_test else ("fmnist", "fmnist-quick")
-    for name in () if args.skip_fmnist else fmnist_tasks:
-        task = TASKS[name]
-        alone = {t: fmnist_epoch_seconds(name, t, args.epochs, fraction, args.device) for t in (1, 2)}
-        with mp.get_context("spawn").Pool(2) as pool:
-            pair = pool.map(_side_by_side_worker, [(name, 1, args.epochs, fraction, args.device)] * 2)
-        setup, side, side_cpu = (statistics.mean(p[i] for p in pair) for i in range(3))
-        print(f"  {name:13s} wall s/epoch: 1 thread {alone[1][1]:6.2f} | 2 threads {alone[2][1]:6.2f} | "
-              f"2 runs side by side at 1 thread {side:6.2f}")
-        print(f"  {name:13s} CPU  s/epoch: 1 thread {alone[1][2]:6.2f} | 2 runs side by side at 1 thread "
-              f"{side_cpu:6.2f}   (set-up {setup:.1f}s wall)")
-        if name == "fmnist":
-            for label, per_epoch in (("as measured", side), ("on an idle machine (CPU time)", side_cpu)):
-                trial = setup + task.epochs * per_epoch
-                hours = STUDY_TRIALS / STUDY_SLOTS * trial / 3600
-                print(f"  {name} study, {label}: {trial:.0f}s per {task.epochs}-epoch trial; {STUDY_TRIALS} trials, "
-                      f"{STUDY_SLOTS} at a time: {hours:.2f} h")
-    if args.skip_paper:
-        return
-    torch.set_num_threads(args.paper_threads)
-    print(f"Paper tasks on {args.device}, {args.paper_threads} thread(s) (Layca-SGD, batch 128, random inputs of the "
-          f"real shape, {args.steps} timed steps; load average {os.getloadavg()[0]:.1f}):")
-    paper = [name for name, task in TASKS.items() if task.dataset in PAPER_SPLITS]
-    for name in paper[1:2] if args.smoke_test else paper:       # smoke test: ResNet-32 only
-        task = TASKS[name]
-        wall, cpu = paper_epoch_seconds(name, args.steps, args.device)
-        print(f"  {name:12s} wall {wall:7.0f} s/epoch, CPU {cpu:7.0f} s/epoch  "
-              f"({wall * task.epochs / 3600:6.1f} h wall for its {task.epochs} epochs)")
+        load = readme_block.load_average()
+        fmnist = fmnist_part(args, fraction)
+        if args.write_readme:
+            readme_block.write("bench_epoch_seconds:fmnist", fmnist_readme(fmnist, load))
+    if not args.skip_paper:
+        load = readme_block.load_average()
+        paper = paper_part(args)
+        if args.write_readme:
+            readme_block.write("bench_epoch_seconds:paper", paper_readme(paper, args.paper_threads, load))
 
 
 if __name__ == "__main__":

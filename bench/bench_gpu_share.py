@@ -6,7 +6,8 @@ counts are exact and the script takes seconds on a laptop:
   - parameters; forward FLOPs per image (the FLOP formulas of torch.utils.flop_counter);
   - activation memory autograd keeps for the backward pass of one batch (fp32);
   - tensor operations dispatched per training step, with the FLOPs of each; the Layca-SGD
-    optimizer step's operations are counted on the CPU (its first step reads a norm).
+    optimizer step's operations are counted on the CPU (its first step reads a norm), along the
+    torch-ops path a GPU takes: Layca's CPU kernel is switched off before layrot_core loads.
 
 From those and the stated ASSUMED_* figures of one GPU it models a step: every operation costs
 the host a fixed dispatch time; every operation that is not a view costs the GPU its FLOPs at
@@ -15,9 +16,15 @@ A trial whose host time exceeds its GPU time leaves the GPU idle part of each st
 it `busy` that fraction); k = ceil(1 / busy) such trials together keep it fully busy, as long
 as their memory fits and each has a CPU core. That sets `resources: {gpus: 1/k}` in a spec.
 
-    python bench/bench_gpu_share.py          # --smoke-test: one task
+    python bench/bench_gpu_share.py                  # all five paper tasks (seconds)
+    python bench/bench_gpu_share.py --write-readme   # and write the README's table
+    python bench/bench_gpu_share.py --smoke-test     # one task
 """
 from __future__ import annotations
+
+import os
+
+os.environ["LAYROT_CPU_KERNELS"] = "0"   # before layrot_core loads: count the step a GPU runs
 
 import argparse
 import math
@@ -26,17 +33,18 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from trainables.config import resolve
+import readme_block
+from layrot.run import resolve
+from layrot.tasks import PAPER_TASKS, TASKS
 from trainables.models import build_model, input_shape
-from trainables.tasks import TASKS
 from trainables.train import build_optimizer
 
 BATCH = 128
-PAPER_TASKS = ["C10-CNN1", "C100-resnet", "tiny-CNN", "C10-CNN2", "C100-WRN"]
 # Images held on the GPU for the whole trial (uint8): train + validation + test splits.
 DATASET_IMAGES = {"cifar10": 60_000, "cifar100": 60_000, "tiny_imagenet": 110_000}
 
 # One 24 GB GPU of the NVIDIA L4 / A10G class: assumptions, not measured here.
+ASSUMED_GPU = "a 24 GB L4/A10G-class card"
 ASSUMED_GPU_GB = 22.0            # usable after the driver's share
 ASSUMED_TFLOPS = 20.0            # sustained on convolutions (TF32, about a third of dense peak)
 ASSUMED_KERNEL_US = 3.0          # shortest GPU time of one kernel (launch, tail, memory)
@@ -51,11 +59,13 @@ class StepCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.ops, self.flops, self.gpu_s = 0, 0, 0.0
+        self.namespaces: set[str] = set()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         self.ops += 1
+        self.namespaces.add(func.namespace)
         packet = func._overloadpacket
         flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else 0
         # A view only relabels memory: no GPU kernel.
@@ -70,12 +80,15 @@ def optimizer_ops(task_name: str) -> int:
     """Operations of one Layca-SGD step (the paper's optimizer), after the first."""
     model = build_model(TASKS[task_name].model)
     example = torch.zeros(2, *input_shape(TASKS[task_name].model))
-    opt = build_optimizer(resolve({"task": task_name, "optimizer": "sgd", "layca": True}), model, example)
+    opt = build_optimizer(resolve({"task": task_name, "setting": "layca-sgd"}), model, example)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     opt.step()  # the first step records each layer's initial norm
     with StepCounter() as count:
         opt.step()
+    if "layrot" in count.namespaces:
+        raise RuntimeError("the optimizer step ran Layca's CPU kernel, which no GPU runs; "
+                           "LAYROT_CPU_KERNELS=0 must be set before layrot_core loads")
     return count.ops
 
 
@@ -112,19 +125,51 @@ def measure(task_name: str) -> dict:
                 gpu_ms=step.gpu_s * 1e3, host_ms=host_s * 1e3, busy=busy, by_memory=by_memory, trials=trials)
 
 
+def readme_table(rows: list[dict], argv: list[str] | None) -> str:
+    """The README's "Trials per GPU" figures: the table, then what sets its last column."""
+    lines = [readme_block.wrap(
+        f"From `{readme_block.command('bench_gpu_share', argv)}` ({readme_block.measured_on(None)}): parameters, "
+        f"FLOPs, operations per step (the Layca-SGD step as a GPU runs it, with torch ops) and activation memory "
+        f"counted on the real models at batch {BATCH}; GPU speed assumed: {ASSUMED_GPU} at {ASSUMED_TFLOPS:g} "
+        f"TFLOP/s, at least {ASSUMED_KERNEL_US:g} µs per kernel, {ASSUMED_HOST_US:g} µs host time per operation."), "",
+        "| task | parameters | GFLOP / image | operations per step | GPU memory per trial "
+        "| GPU busy with one trial | GPUs per trial |",
+        "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        share = "1" if r["trials"] == 1 else f"{1 / r['trials']:g} ({r['trials']} per GPU)"
+        lines.append(f"| {r['task']} | {r['params_m']:.2f} M | {r['gflop_img']:.2f} | {r['ops']} | "
+                     f"{r['memory_gb']:.1f} GB | {100 * r['busy']:.0f} % | {share} |")
+    most = max(rows, key=lambda r: r["memory_gb"])
+    idle = [f"{r['task']} ({100 * (1 - r['busy']):.0f} % idle)" for r in rows if r["trials"] > 1]
+    lines += ["", readme_block.wrap(
+        f"Memory never limits: {most['task']}, the largest, fits {most['by_memory']} times in {ASSUMED_GPU_GB:g} GB. "
+        f"What decides is time: each step dispatches {min(r['ops'] for r in rows)} to {max(r['ops'] for r in rows)} "
+        f"tensor operations from Python, and a trial whose host dispatches them more slowly than the GPU runs "
+        f"them leaves the GPU idle part of every step, which a second trial fills: "
+        f"{', '.join(idle) or 'none of the five'}. The others keep the GPU busy alone, so a second trial on "
+        f"their GPU only halves the speed of each.")]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke-test", action="store_true", help="measure one small task only")
+    readme_block.add_flag(parser)
     args = parser.parse_args(argv)
+    if args.smoke_test and args.write_readme:
+        parser.error("--write-readme writes all five tasks' figures: leave out --smoke-test")
     tasks = PAPER_TASKS[1:2] if args.smoke_test else PAPER_TASKS
     print(f"batch {BATCH}; assumed GPU: {ASSUMED_GPU_GB:g} GB usable, {ASSUMED_TFLOPS:g} TFLOP/s, "
           f"{ASSUMED_KERNEL_US:g} us per kernel at least; {ASSUMED_HOST_US:g} us host time per operation")
     print(f"{'task':<12} {'params':>7} {'GFLOP/img':>9} {'ops/step':>8} {'act GB':>6} {'mem GB':>6} "
           f"{'GPU ms':>6} {'host ms':>7} {'busy':>5} {'fit':>4}  gpus per trial")
-    for r in map(measure, tasks):
+    rows = [measure(task) for task in tasks]
+    for r in rows:
         print(f"{r['task']:<12} {r['params_m']:>6.2f}M {r['gflop_img']:>9.3f} {r['ops']:>8d} "
               f"{r['activations_gb']:>6.2f} {r['memory_gb']:>6.2f} {r['gpu_ms']:>6.2f} {r['host_ms']:>7.2f} "
               f"{r['busy']:>5.2f} {r['by_memory']:>4d}  {1 / r['trials']:g} ({r['trials']} per GPU)")
+    if args.write_readme:
+        readme_block.write("bench_gpu_share", readme_table(rows, argv), args=argv)
     return 0
 
 

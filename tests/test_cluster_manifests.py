@@ -168,7 +168,7 @@ def test_data_prefetch_is_the_same_on_both_clusters_and_loads_known_datasets(mon
     """Both manifests fetch the data sets once per node with one Python snippet; run it with a
     stand-in loader to see that it names exactly the data sets the tasks use."""
     import trainables.data
-    from trainables.tasks import TASKS
+    from layrot.tasks import TASKS
 
     fetch_job = next(c for c in rayjob_containers() if c["name"] == "fetch-data")["command"]
     assert fetch_job[:2] == ["python", "-c"]
