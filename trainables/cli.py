@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(config)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads {args.threads}: must be >= 1")
+    if args.json:   # before training: a bad path must not cost the run
+        from layrot.paths import check_output_file
+        check_output_file(args.json, "--json")
 
     import torch
 
