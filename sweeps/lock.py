@@ -56,7 +56,7 @@ def _refusal(sweep: str, store: str, holder: dict, hint: str) -> SweepLocked:
                        f"{holder.get('host')}, started {holder.get('started')}; {hint}")
 
 
-class _FileLock:
+class FileLock:
     """``flock`` on a local file; the file is removed on release."""
 
     def __init__(self, path: str):
@@ -97,7 +97,7 @@ class _FileLock:
             self.fd = None
 
 
-class _Lease:
+class Lease:
     """A lease object renewed by a heartbeat thread, for filesystems without locks."""
 
     def __init__(self, fs: pafs.FileSystem, path: str):
@@ -159,13 +159,13 @@ class SweepLock:
         self.store, self.sweep, self.force_unlock = store, sweep, force_unlock
         if "://" not in store or store.startswith("file://"):
             fs, path = sweep_file(store, sweep, ".lock")
-            self._lock: _FileLock | _Lease = _FileLock(path)
+            self._lock: FileLock | Lease = FileLock(path)
         else:
             fs, path = sweep_file(store, sweep, ".lease")
-            self._lock = _Lease(fs, path)
+            self._lock = Lease(fs, path)
 
     def __enter__(self) -> SweepLock:
-        if isinstance(self._lock, _FileLock):
+        if isinstance(self._lock, FileLock):
             held = self._lock.acquire()
             hint = "wait for it to end or stop it"
         else:
