@@ -38,7 +38,9 @@ def load_run_state(path: Path) -> dict:
     try:
         return torch.load(path, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # torch names what it refused ("unsupported GLOBAL posix.system ...") amid general advice.
+        lines = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        reason = lines[0].rstrip(".") if lines else type(exc).__name__
         raise UnsafeCheckpoint(f"checkpoint {str(path)!r} holds more than tensors and plain values; refusing to "
                                f"unpickle it ({reason})") from None
 
