@@ -41,6 +41,9 @@ class SweepSignals:
     def tune_fit(self) -> Iterator[None]:
         """Around ``Tuner.fit()``: a first signal asks Tune to stop cleanly."""
         signal.signal(TUNE_STOP, signal.SIG_DFL)   # only the handler of this fit counts
+        # ray.init puts a handler of Ray's core in place for SIGTERM (a stack dump, exit 1).
+        for s in SIGNALS:
+            signal.signal(s, self._handle)
         self._in_fit = True
         try:
             yield
