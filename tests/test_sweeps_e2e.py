@@ -102,7 +102,7 @@ def test_failing_trials_go_on_from_their_checkpoint_and_diverged_ones_are_record
             "epochs": 3, "data_fraction": 0.25, "max_failures": 1}
     code = (
         "import json; from sweeps.launch import run_sweep; from sweeps.spec import parse_spec;"
-        f"o = runsweep(parse_spec({spec!r}), 'file://{store}', extra_config={{'_fail_once_at_epoch': 2}});"
+        f"o = run_sweep(parse_spec({spec!r}), 'file://{store}', extra_config={{'_fail_once_at_epoch': 2}});"
         "print('OUTCOME', json.dumps(o.__dict__))"
     )
     log = tmp_path / "driver.log"
