@@ -43,7 +43,7 @@ class StoreCallback(Callback):
         self.out = out
         self.done_before, self.epochs_total, self.epochs_before = done_before, epochs_total, epochs_before
         self._records: dict[str, TrialRecord] = {}
-        self._started = self._last_progress = 0.0
+        self._started = self._last_progress = self._first_epoch_at = 0.0
         self._session_epochs = 0
 
     def __getstate__(self) -> dict:  # Tune pickles its run config; records are rebuilt from the store
@@ -69,6 +69,8 @@ class StoreCallback(Callback):
         rec.status, rec.error = "running", None
         rec.write(self.store)
         self._session_epochs += 1
+        if self._session_epochs == 1:
+            self._first_epoch_at = time.monotonic()
         if time.monotonic() - self._last_progress >= self.progress_every_s:
             self._progress(trials)
 
@@ -116,9 +118,11 @@ class StoreCallback(Callback):
         # Trials Tune has not created yet are still to run in full.
         unseen = self.epochs_total - self.epochs_before - sum(self._record(t).epochs_planned for t in trials)
         done, total = done + self.epochs_before, total + self.epochs_before + max(unseen, 0)
-        elapsed = time.monotonic() - self._started
-        left = (f", about {_duration((total - done) * elapsed / self._session_epochs)} left"
-                if self._session_epochs else "")
+        now = time.monotonic()
+        # The pace from the first epoch on: Ray's start and the first trial's set-up are behind us.
+        left = (f", about {_duration((total - done) * (now - self._first_epoch_at) / (self._session_epochs - 1))} left"
+                if self._session_epochs > 1 else "")
+        elapsed = now - self._started
         self._say(f"[{self.sweep}] {self._ended(trials)}/{self.num_trials} trials done, {running} running; "
                   f"epochs {done}/{total}{left}{self._best(trials)} | {_duration(elapsed)}")
 

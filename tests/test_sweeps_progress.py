@@ -52,10 +52,10 @@ def test_progress_lines_count_epochs_and_estimate_the_time_left(tmp_path, clock)
     clock.now += 10
     _report(cb, [a, b], a, 1)
     assert out.getvalue() == ""                 # not yet 30 s since the start
-    clock.now += 20                             # 30 s for 2 epochs: 10 left take 150 s
+    clock.now += 20                             # 20 s per epoch since the first: 10 left take 200 s
     _report(cb, [a, b], a, 2)
     [line] = out.getvalue().splitlines()
-    assert line.startswith("[s] 0/3 trials done, 1 running; epochs 2/12, about 2m30s left")
+    assert line.startswith("[s] 0/3 trials done, 1 running; epochs 2/12, about 3m20s left")
     assert line.endswith("| 0m30s")
     for epoch in (3, 4):                        # 10 and 20 s after the last line: none
         clock.now += 10
@@ -67,9 +67,9 @@ def test_progress_lines_count_epochs_and_estimate_the_time_left(tmp_path, clock)
     assert out.getvalue().splitlines()[-1] == ("[s] trial 1/3 completed: task=fmnist-quick optimizer=sgd "
                                                "alpha=0 rho0=0.5 seed=0: val 0.2900 test 0.3000 after 4 epochs")
     b.status = Trial.RUNNING
-    clock.now += 30
-    _report(cb, [a, b], b, 1)                   # 5 epochs in 80 s: 7 left take 112 s
-    assert out.getvalue().splitlines()[-1].startswith("[s] 1/3 trials done, 1 running; epochs 5/12, about 1m52s left")
+    clock.now += 20
+    _report(cb, [a, b], b, 1)                   # 4 epochs in 60 s after the first: 7 left take 105 s
+    assert out.getvalue().splitlines()[-1].startswith("[s] 1/3 trials done, 1 running; epochs 5/12, about 1m45s left")
 
 
 def test_a_resume_from_the_store_counts_what_was_done_before(tmp_path, clock):
@@ -80,7 +80,10 @@ def test_a_resume_from_the_store_counts_what_was_done_before(tmp_path, clock):
     cb.setup()
     c = _trial("c")
     clock.now += 20
-    _report(cb, [c], c, 1)
-    assert out.getvalue().splitlines()[-1].startswith("[s] 2/3 trials done, 1 running; epochs 8/11, about 1m00s left")
+    _report(cb, [c], c, 1)                      # one epoch gives no pace yet
+    assert out.getvalue().splitlines()[-1].startswith("[s] 2/3 trials done, 1 running; epochs 8/11 |")
+    clock.now += 10
+    _report(cb, [c], c, 2)                      # 10 s per epoch: 2 left take 20 s
+    assert out.getvalue().splitlines()[-1].startswith("[s] 2/3 trials done, 1 running; epochs 9/11, about 0m20s left")
     cb.on_trial_complete(0, [c], c)
     assert out.getvalue().splitlines()[-1].startswith("[s] trial 3/3 completed")
