@@ -27,10 +27,13 @@ def ray_env_vars():
         yield {**env, "RAY_TMPDIR": tmp, "PYTHONUNBUFFERED": "1"}
 
 
-def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """A driver process whose output goes to ``log`` (a pipe could fill up and stall it)."""
+def start(args: list[str], env: dict, log: Path, own_group: bool = False) -> subprocess.Popen:
+    """A driver process whose output goes to ``log`` (a pipe could fill up and stall it);
+    ``own_group``: in a process group of its own, as a shell runs a command whose Ctrl-C
+    reaches the driver and every process it started."""
     with open(log, "w") as f:
-        return subprocess.Popen([sys.executable, *args], env=env, stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, *args], env=env, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=own_group)
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout: float = 600) -> str:

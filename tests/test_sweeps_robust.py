@@ -82,10 +82,10 @@ def _assert_matches(store: Path, reference) -> None:
     assert unreadable_files(store) == []
 
 
-def test_sigint_stops_cleanly_and_a_running_sweep_listens_on_loopback_only_and_refuses_a_second_driver(
+def test_ctrl_c_stops_cleanly_and_a_running_sweep_listens_on_loopback_only_and_refuses_a_second_driver(
         ray_env, spec_file, reference, tmp_path):
     store, log = tmp_path / "store", tmp_path / "driver.log"
-    driver = start(_args(spec_file, store), ray_env, log)
+    driver = start(_args(spec_file, store), ray_env, log, own_group=True)
     try:
         _wait_for(lambda: "trial 1/4 completed" in log.read_text(), driver, log)
 
@@ -101,7 +101,7 @@ def test_sigint_stops_cleanly_and_a_running_sweep_listens_on_loopback_only_and_r
         assert f"sweep 'tiny' is already running into '{store}': pid {driver.pid} on " in refusal
         assert refusal.count("\n") == 1
 
-        driver.send_signal(signal.SIGINT)
+        os.killpg(driver.pid, signal.SIGINT)     # Ctrl-C: the driver and all of its Ray get SIGINT
         assert driver.wait(timeout=120) == 130
     finally:
         kill_tree(driver.pid)
