@@ -37,13 +37,17 @@ class SweepSignals:
         else:
             raise Interrupted(self.signum)
 
+    def reclaim(self) -> None:
+        """Take the signals back: ray.init puts a handler of Ray's core in place for SIGTERM
+        (a stack dump, then exit status 1)."""
+        for s in SIGNALS:
+            signal.signal(s, self._handle)
+
     @contextmanager
     def tune_fit(self) -> Iterator[None]:
         """Around ``Tuner.fit()``: a first signal asks Tune to stop cleanly."""
         signal.signal(TUNE_STOP, signal.SIG_DFL)   # only the handler of this fit counts
-        # ray.init puts a handler of Ray's core in place for SIGTERM (a stack dump, exit 1).
-        for s in SIGNALS:
-            signal.signal(s, self._handle)
+        self.reclaim()
         self._in_fit = True
         try:
             yield
@@ -54,7 +58,8 @@ class SweepSignals:
 @contextmanager
 def sweep_signals() -> Iterator[SweepSignals]:
     handler = SweepSignals()
-    previous = {s: signal.signal(s, handler._handle) for s in SIGNALS}
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    handler.reclaim()
     tune_sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:

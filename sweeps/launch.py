@@ -266,6 +266,7 @@ def _run_locked(spec: SweepSpec, store: str, address: str | None, resume: bool, 
         with quiet_output(log):
             try:
                 _connect(address)
+                signals.reclaim()
                 nodes = [n for n in ray.nodes() if n.get("Alive")]
                 check_store_reachable(store, [n["NodeManagerAddress"] for n in nodes], local_addresses())
                 if warning := check_resources(spec, nodes, autoscaling=address is not None):
