@@ -63,7 +63,7 @@ def test_a_store_that_is_a_file_is_refused_before_ray_starts(tmp_path):
     store = tmp_path / "results"
     store.write_text("not a folder")
     err = _refused_before_ray(["sweep", "quick", "--store", str(store / "sub")], tmp_path)
-    assert err.startswith(f"layrot sweep: error: --store '{store / 'sub'}': '{store}' is a file; give a directory")
+    assert err.startswith(f"layrot sweep: error: --store '{store / 'sub'}': '{store}' is a file; give a path below")
     assert store.read_text() == "not a folder"
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 
 SMOKE_EPOCHS = 2
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     history = train(cfg.to_dict())
     print(summary(history))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"config": cfg.to_dict(), "history": history}, f, indent=1)
     return 0
