@@ -1,7 +1,6 @@
 """run_trial inside real Ray Tune trials: reports, checkpoints, retry from a checkpoint; and
 checkpoints that are read without unpickling code."""
 import os
-import pickle
 from pathlib import Path
 
 import pytest
