@@ -137,6 +137,9 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
+                held = self.read()
+                if held is not None and held.get("token") not in (None, self.token):
+                    return        # taken over (--force-unlock): never overwrite the new holder's lease
                 self._write()
             except OSError:
                 pass  # a transient storage error: the next beat retries, staleness allows for it

@@ -82,6 +82,19 @@ def test_a_stale_lease_is_taken_over_and_force_takes_a_live_one(tmp_path, fast_l
     forced.release()
 
 
+def test_a_lease_taken_over_by_force_is_not_overwritten_by_the_old_holders_heartbeat(tmp_path, fast_lease):
+    old = _lease(tmp_path)
+    assert old.acquire(force=False) is None
+    new = _lease(tmp_path)
+    assert new.acquire(force=True) is None
+    new._stop.set()                      # only the old holder beats from here on
+    time.sleep(0.5)                      # several of its heartbeats
+    assert new.read()["token"] == new.token
+    old.release()                        # leaves the new holder's lease alone
+    assert new.read()["token"] == new.token
+    new.release()
+
+
 def test_of_two_drivers_writing_a_lease_at_once_only_the_surviving_one_goes_on(tmp_path, fast_lease, monkeypatch):
     ours, theirs = _lease(tmp_path), _lease(tmp_path)
     real_sleep = time.sleep
