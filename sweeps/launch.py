@@ -303,6 +303,8 @@ def _tuner(spec: SweepSpec, store: str, mode: str, plan: StorePlan | None, max_c
         done_before = epochs_before = 0
         epochs_total = planned_epochs(spec.trial_configs())
     else:  # from the store alone: a new experiment of the grid points not done yet
+        if recorded_grid(store, spec.name) is None:   # a store from before grids were recorded
+            save_grid(spec, store)
         for trial_id in plan.stale:
             drop_trial(store, spec.name, trial_id)
         fs, root = open_store(_experiment(spec, store))
