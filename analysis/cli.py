@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--min-train-acc {args.min_train_acc} must be in [0, 1]")
     if args.bootstrap < 1:
         raise ValueError(f"--bootstrap {args.bootstrap} must be >= 1")
+    if args.output or not args.smoke_test:   # before loading: a bad path must not cost the work
+        from layrot.paths import check_output_file
+        check_output_file(args.output or "report.html", "-o/--output")
     if args.smoke_test:
         return _smoke_test(args)
     if not args.store:

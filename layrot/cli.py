@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from layrot import __version__
+from layrot import signals
 
 # subcommand -> (module providing add_arguments/run, one-line help)
 SUBCOMMANDS = {
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    previous = signals.install()   # SIGTERM ends a command as Ctrl-C does, not with a stack dump
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as exc:
@@ -53,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"layrot {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"layrot {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return signals.exit_status(getattr(exc, "signum", signal.SIGINT))
+    finally:
+        signals.restore(previous)
 
 
 if __name__ == "__main__":

@@ -41,10 +41,12 @@ def test_statuses_errors_and_progress(tmp_path):
     row = read_trial_file(str(tmp_path), "trials", "s", "t1").to_pylist()[0]
     assert (row["status"], row["epochs_done"]) == ("running", 2)
 
-    diverging.status = Trial.TERMINATED
-    failing = _trial("t2", Trial.ERROR, error="Traceback (most recent call last):\n  ...\nRuntimeError: boom\n")
+    # Tune calls a trial's end hook first, then changes its status.
+    failing = _trial("t2", error="Traceback (most recent call last):\n  ...\nRuntimeError: boom\n")
     cb.on_trial_complete(0, [diverging, failing], diverging)
+    diverging.status = Trial.TERMINATED
     cb.on_trial_error(0, [diverging, failing], failing)
+    failing.status = Trial.ERROR
 
     t1 = read_trial_file(str(tmp_path), "trials", "s", "t1").to_pylist()[0]
     assert (t1["status"], t1["setting"], t1["alpha"], t1["rho0"]) == ("diverged", "layca-sgd", -0.2, 9.0)
@@ -53,9 +55,12 @@ def test_statuses_errors_and_progress(tmp_path):
     assert (t2["status"], t2["error"], t2["epochs_done"]) == ("errored", "RuntimeError: boom", 0)
     assert "_fail_once_at_epoch" not in t2["config_json"]
 
-    last = out.getvalue().splitlines()[-1]
-    assert last.startswith("[s] 2/2 done (0 completed, 1 diverged, 1 errored), 0 running, 0 pending")
-    assert "best val_acc 0.2000 over 1 seed(s) (fmnist-quick layca-sgd alpha=-0.2 rho0=3^2)" in last
+    lines = out.getvalue().splitlines()
+    point = "task=fmnist-quick setting=layca-sgd alpha=-0.2 rho0=3^2 seed=1"
+    assert lines == [f"[s] trial 1/2 diverged: {point}: val 0.2000 test 0.1500 after 2 epochs",
+                     f"[s] trial 2/2 errored: {point}: no epoch (RuntimeError: boom)"]
+    cb._progress([diverging, failing])
+    assert "best val_acc 0.2000 over 1 seed(s) (fmnist-quick layca-sgd alpha=-0.2 rho0=3^2)" in out.getvalue().splitlines()[-1]
 
 
 def test_resumed_driver_continues_a_trials_files(tmp_path):

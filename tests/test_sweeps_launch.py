@@ -56,3 +56,30 @@ def test_an_autoscaling_cluster_only_warns_of_missing_resources():
                            autoscaling=True) is None
     warning = check_resources(_spec(gpus=0.5), cpu_head, autoscaling=True)
     assert warning.startswith("spec 'r' asks 1 CPU and 0.5 GPU per trial") and "autoscaler" in warning
+
+
+def test_cuda_trials_need_a_cuda_device_and_a_gpu_share(monkeypatch):
+    from ray._private import accelerators
+
+    from sweeps.launch import check_devices
+
+    def spec(device: str, **resources):
+        return parse_spec({"tasks": ["fmnist-quick"], "settings": ["sgd"], "train": {"device": device},
+                           "resources": resources}, default_name="g")
+
+    class Manager:
+        count = 0
+
+        @classmethod
+        def get_current_node_num_accelerators(cls):
+            return cls.count
+
+    monkeypatch.setattr(accelerators, "get_accelerator_manager_for_resource", lambda name: Manager)
+    check_devices(spec("cpu"))
+    check_devices(spec("auto"))            # auto falls back to the CPU
+    with pytest.raises(ValueError, match=r"train.device='cuda:0', but this machine has no CUDA device"):
+        check_devices(spec("cuda:0", gpus=1))
+    Manager.count = 1
+    check_devices(spec("cuda", gpus=0.5))
+    with pytest.raises(ValueError, match=r"train.device='cuda' needs a GPU per trial; set resources: \{gpus: N\}"):
+        check_devices(spec("cuda"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from layrot.run import SETTINGS, field_doc, parse_rates, rate_label
 
@@ -80,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(config_from_args(args))
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads {args.threads}: must be >= 1")
+    if args.json:   # before training: a bad path must not cost the run
+        from layrot.paths import check_output_file
+        check_output_file(args.json, "--json")
 
     import torch
 
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     history = train(cfg.to_dict())
     print(summary(history))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"config": cfg.to_dict(), "history": history}, f, indent=1)
     return 0

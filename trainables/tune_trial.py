@@ -3,10 +3,16 @@
 Each epoch is reported with a checkpoint holding the whole run state; a trial that Tune
 restarts (after a failure, or a resumed sweep) continues from ``ray.tune.get_checkpoint()``.
 After a report with ``diverged=True`` the trial ends.
+
+Checkpoints sit in Tune's storage, on a cluster an object store that many people and machines
+can write to. Unpickling one would run whatever code it names, so the run state holds only
+tensors and plain Python values and is read with ``torch.load(..., weights_only=True)``,
+which refuses anything else.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -23,8 +29,24 @@ class InjectedFailure(RuntimeError):
     """Raised on purpose (``_fail_once_at_epoch``) so tests can exercise Tune's retries."""
 
 
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint holds objects that only unpickling arbitrary code could rebuild."""
+
+
+def load_run_state(path: Path) -> dict:
+    """A run state saved by ``run_trial``, read without executing anything it contains."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch names what it refused ("unsupported GLOBAL posix.system ...") amid general advice.
+        lines = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        reason = lines[0].rstrip(".") if lines else type(exc).__name__
+        raise UnsafeCheckpoint(f"checkpoint {str(path)!r} holds more than tensors and plain values; refusing to "
+                               f"unpickle it ({reason})") from None
+
+
 def run_trial(config: dict) -> None:
-    """Train ``config`` (a ``trainables.config`` dict) inside a Tune trial.
+    """Train ``config`` (a ``layrot.run`` config dict) inside a Tune trial.
 
     Keys starting with "_" are trial controls, not training config. ``_fail_once_at_epoch: N``
     (N >= 1) raises ``InjectedFailure`` right after epoch N was reported, unless the trial was
@@ -40,7 +62,7 @@ def run_trial(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            run.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False))
+            run.load_state_dict(load_run_state(Path(folder) / STATE_FILE))
     restored_epochs = len(run.history)
 
     while not run.done:
