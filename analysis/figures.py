@@ -53,11 +53,11 @@ def trial_label(trial: pd.Series | dict) -> str:
 
 
 def hyperparameter_label(trial: pd.Series | dict) -> str:
-    """e.g. "α=0 ρ0=3^-3"; alpha only where it was set, weight decay only where used."""
+    """e.g. "α=0 ρ(0)=3^-3"; alpha only where it was set, weight decay only where used."""
     known = SETTINGS.get(trial["setting"])
     alpha = f"α={trial['alpha']:g} " if (known and known.layca) or trial["alpha"] != 0 else ""
     wd = f" wd={trial['weight_decay']:g}" if trial["weight_decay"] else ""
-    return f"{alpha}ρ0={rate_label(trial['rho0'])}{wd}"
+    return f"{alpha}ρ(0)={rate_label(trial['rho0'])}{wd}"
 
 
 def config_text(trial: pd.Series | dict) -> str:

@@ -17,7 +17,7 @@ from analysis.stats import correlate, granulated_kendall
 from layrot.run import CONFIGURATION_KEYS, SETTINGS
 
 MIN_CONFIGURATIONS = 5        # below, a bootstrap over configurations degenerates
-MIN_GROUPS = 3                # Psi's interval resamples its groups
+MIN_GROUPS = 5                # Psi's interval resamples its groups: as few make it as degenerate
 TARGET = "test_acc_mean"
 AXES = ("alpha", "rho0", "setting")
 # configuration-table column -> what it measures
