@@ -105,15 +105,18 @@ def granulated_kendall(frame: pd.DataFrame, measure: str, target: str, axes: Seq
     per_axis {axis: (psi_axis, groups)}.
     """
     _check_bootstrap(n_boot, confidence)
+    x_all, y_all = frame[measure].to_numpy(float), frame[target].to_numpy(float)
+    keep = np.isfinite(x_all) & np.isfinite(y_all)
     taus: dict[str, np.ndarray] = {}
     for axis in axes:
         others = [k for k in keys if k != axis]
+        ids = frame.groupby(others, sort=True, dropna=False).ngroup().to_numpy()[keep]   # groups in key order
+        x, y = x_all[keep], y_all[keep]
+        order = np.argsort(ids, kind="stable")
         found = []
-        for _, group in frame.groupby(others, sort=True, dropna=False):
-            x, y = group[measure].to_numpy(float), group[target].to_numpy(float)
-            keep = np.isfinite(x) & np.isfinite(y)
-            if keep.sum() >= 2 and np.ptp(x[keep]) > 0 and np.ptp(y[keep]) > 0:
-                found.append(stats.kendalltau(x[keep], y[keep]).statistic)
+        for rows in np.split(order, np.flatnonzero(np.diff(ids[order])) + 1):
+            if len(rows) >= 2 and np.ptp(x[rows]) > 0 and np.ptp(y[rows]) > 0:
+                found.append(stats.kendalltau(x[rows], y[rows]).statistic)
         if found:
             taus[axis] = np.array(found)
     groups = sum(len(t) for t in taus.values())

@@ -1,6 +1,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,16 @@ def test_cli_module_imports_nothing_heavy():
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_a_report_and_a_summary_draw_without_torch(tmp_path):
+    study = str(Path(__file__).resolve().parents[1] / "results" / "study")
+    code = ("import argparse, sys, analysis.cli, analysis.summary_cli\n"
+            "def call(mod, argv):\n"
+            "    parser = argparse.ArgumentParser(); mod.add_arguments(parser); return mod.run(parser.parse_args(argv))\n"
+            f"assert call(analysis.cli, ['--store', {study!r}, '-o', {str(tmp_path / 'r.html')!r}, '--bootstrap', '20']) == 0\n"
+            f"assert call(analysis.summary_cli, ['--store', {study!r}]) == 0\n"
+            "bad = [m for m in ('torch', 'ray', 'trainables', 'layrot_core') if m in sys.modules]\n"
+            "print('imported', bad, file=sys.stderr); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
