@@ -27,6 +27,7 @@ QUANTITIES = {
     "relative_distance_network": "relative_distance_network",
     "norm_ratio_mean": "norm_ratio_mean",
 }
+ACCURACIES = ("val_acc", "test_acc", "train_acc")
 SELECTION = QUANTITIES[SELECTION_METRIC] + "_mean"
 KEYS = [*CONFIGURATION_KEYS, "weight_decay"]        # weight_decay follows from task and setting
 # The columns `layrot summary` promises, in this order; the rest follow.
@@ -44,8 +45,9 @@ def configurations(trials: pd.DataFrame, min_train_acc: float = MIN_TRAIN_ACC) -
     """One row per configuration of the finished trials, sorted by its keys.
 
     Per quantity Q of ``QUANTITIES``: Q_mean, Q_std (over seeds, ddof 1), Q_ci_low and Q_ci_high
-    (Student-t 95% interval of the mean; NaN with one seed), and Q_n (seeds with a value: the
-    v1 store never measured the distances). Also ``seeds``, ``diverged`` (seeds that diverged),
+    (Student-t 95% interval of the mean, an accuracy's clipped to [0, 1]; NaN with one seed), and
+    Q_n (seeds with a value: the v1 store never measured the distances). Also ``seeds``,
+    ``diverged`` (seeds that diverged),
     ``fits`` (seed-mean final training accuracy >= ``min_train_acc``), ``best_in_setting`` (per
     task and setting, the highest seed-mean validation accuracy: ``layrot.run.best_configuration``)
     and ``rho0_at_grid_edge`` (a best whose rho0 is the smallest or largest its setting tried).
@@ -64,7 +66,10 @@ def configurations(trials: pd.DataFrame, min_train_acc: float = MIN_TRAIN_ACC) -
         half = stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(n - 1, 1)) * std / np.sqrt(n)
         half = half.where(n >= 2)
         out[f"{name}_mean"], out[f"{name}_std"] = mean, std.where(n >= 2)
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"], out[f"{name}_n"] = mean - half, mean + half, n
+        low, high = mean - half, mean + half
+        if name in ACCURACIES:                          # an accuracy's interval stays within [0, 1]
+            low, high = low.clip(lower=0.0), high.clip(upper=1.0)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"], out[f"{name}_n"] = low, high, n
     out = out.reset_index()
     out["fits"] = out["train_acc_mean"] >= min_train_acc
     out["best_in_setting"] = _best_in_setting(done, out)

@@ -240,6 +240,7 @@ def accuracy_profiles(configs: pd.DataFrame) -> go.Figure:
     tasks = sorted(configs["task"].unique())
     fig = make_subplots(rows=1, cols=2, subplot_titles=["against α (best ρ(0) at each α)",
                                                         "against ρ(0) (best α at each ρ(0))"])
+    in_legend = set()
     for col, param in ((1, "alpha"), (2, "rho0")):
         drawn = 0
         for (task, setting), group in configs.dropna(subset=["val_acc_mean"]).groupby(["task", "setting"]):
@@ -247,14 +248,16 @@ def accuracy_profiles(configs: pd.DataFrame) -> go.Figure:
                 continue
             chosen = group.loc[group.groupby(param)["val_acc_mean"].idxmax()].sort_values(param)
             drawn += 1
+            group_name = f"{task} · {setting}"
             fig.add_trace(go.Scatter(
                 x=chosen[param], y=chosen["test_acc_mean"], mode="lines+markers",
                 error_y={"type": "data", "array": chosen["test_acc_std"].fillna(0).to_numpy(), "visible": True,
                          "thickness": 1, "width": 3},
-                name=f"{task} · {setting_label(setting)}", legendgroup=f"{task} · {setting}", showlegend=True,
+                name=f"{task} · {setting_label(setting)}", legendgroup=group_name, showlegend=group_name not in in_legend,
                 line={"color": colors[setting], "dash": _TASK_DASHES[tasks.index(task) % len(_TASK_DASHES)]},
                 hovertext=[configuration_text(r) for r in chosen.to_dict("records")], hoverinfo="text",
             ), row=1, col=col)
+            in_legend.add(group_name)
         if not drawn:
             axes = _axis_refs(fig, 1, col)
             fig.add_annotation(text=f"no setting was run at more than one {'α' if param == 'alpha' else 'ρ(0)'}",

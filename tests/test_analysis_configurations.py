@@ -135,3 +135,12 @@ def test_summary_json_and_markdown_carry_the_same_rows(capsys):
     assert lines[0].startswith("| task | setting | alpha | rho0 |") and len(lines) == 2 + 8
     assert main(["summary", "--store", STUDY, "--format", "xml"]) == 2
     assert "--format 'xml' is not allowed: one of csv, json, markdown" in capsys.readouterr().err
+
+
+def test_an_accuracy_interval_stays_within_0_1():
+    configs = configurations(pd.DataFrame([trial(test=0.99, rot=0.2), trial(seed=1, test=0.90, rot=0.9)]))
+    row = configs.iloc[0]
+    half = stats.t.ppf(0.975, 1) * np.std([0.99, 0.90], ddof=1) / np.sqrt(2)
+    assert row["test_acc_ci_high"] == 1.0 and row["test_acc_ci_low"] == pytest.approx(0.945 - half)
+    assert row["rotation_mean_ci_high"] == pytest.approx(0.55 + stats.t.ppf(0.975, 1) * np.std([0.2, 0.9], ddof=1)
+                                                         / np.sqrt(2))      # not an accuracy: not clipped
