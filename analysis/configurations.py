@@ -23,6 +23,7 @@ QUANTITIES = {
     "rotation_mean": "rotation_mean",
     "rotation_min": "rotation_min",
     "rotation_max": "rotation_max",
+    "rotation_frac_above_0_9": "rotation_frac_above_0_9",
     "relative_distance_mean": "relative_distance_mean",
     "relative_distance_network": "relative_distance_network",
     "norm_ratio_mean": "norm_ratio_mean",

@@ -24,7 +24,7 @@ def trial(setting="layca-sgd", rho0=0.1, seed=0, status="completed", val=0.5, te
     return {"task": task, "setting": setting, "alpha": alpha, "rho0": rho0, "seed": seed, "epochs": 10,
             "data_fraction": 1.0, "bf16": False, "weight_decay": 0.0, "status": status, "final_val_acc": val,
             "final_test_acc": test, "final_train_acc": train, "rotation_mean": rot, "rotation_min": rot / 2,
-            "rotation_max": rot, "relative_distance_mean": np.nan, "relative_distance_network": np.nan,
+            "rotation_max": rot, "rotation_frac_above_0_9": float(rot > 0.9), "relative_distance_mean": np.nan, "relative_distance_network": np.nan,
             "norm_ratio_mean": np.nan}
 
 
