@@ -246,8 +246,8 @@ def _settings_table(trials: pd.DataFrame, configs: pd.DataFrame) -> str:
                     f"<td>{figures.percent(c['val_acc_mean'])}</td><td>{_spread(c, 'test_acc')}</td>"
                     f"<td>{versus}</td></tr>")
     tie = ("" if len(ties) < 2 else '<p class="note">Tie on validation accuracy: '
-           + ", ".join(html.escape(s) for s in ties["setting"]) + "; the star goes to the first in the table's "
-           "order.</p>")
+           + ", ".join(html.escape(s) for s in ties["setting"]) + f"; the star goes to {html.escape(star['setting'])} "
+           "(the first in the configuration table's order).</p>")
     return ('<table class="mini"><tr><th>setting</th><th>configuration</th><th>val acc</th><th>test acc ± std</th>'
             f"<th>vs best Layca-SGD (test, paired)</th></tr>{''.join(rows)}</table>{tie}")
 
