@@ -3,8 +3,9 @@ VENV  := .venv
 STAMP := $(VENV)/.layrot-installed
 STORE ?= results/quick
 STUDY ?= results/study
-# 30-epoch study runs rarely reach 99% train accuracy (docs/reproduction.md): correlate over >= 95%.
-STUDY_MIN_TRAIN_ACC ?= 0.95
+# The study is judged at its pre-registered threshold; 30-epoch runs rarely reach it, so
+# docs/reproduction.md repeats the correlations at 0.95, labelled as chosen after the runs.
+STUDY_EXPLORATORY ?= 0.95
 
 .PHONY: setup quick test study
 
@@ -28,5 +29,5 @@ study: $(STAMP)
 	for spec in rho alpha sgd adaptive adaptive-seed1; do \
 		$(VENV)/bin/layrot sweep sweeps/study-$$spec.yaml --store $(STUDY) --resume || exit 1; \
 	done
-	$(VENV)/bin/layrot report --store $(STUDY) -o $(STUDY)/report.html --min-train-acc $(STUDY_MIN_TRAIN_ACC)
-	$(VENV)/bin/python -m analysis.reproduction $(STUDY) --min-train-acc $(STUDY_MIN_TRAIN_ACC) --write docs/reproduction.md
+	$(VENV)/bin/layrot report --store $(STUDY) -o $(STUDY)/report.html
+	$(VENV)/bin/python -m analysis.reproduction $(STUDY) --exploratory $(STUDY_EXPLORATORY) --write docs/reproduction.md

@@ -1,78 +1,33 @@
-"""Does final layer rotation predict test accuracy, and which configuration wins?
+"""Rank statistics: Spearman's rho and Kendall's tau-b with a deterministic bootstrap, and
+Jiang et al.'s granulated Kendall coefficient Psi.
 
-The paper's claim is about runs that fit their training data, so correlations use completed
-trials whose final training accuracy reaches a threshold (default ``layrot.run.MIN_TRAIN_ACC``); diverged, unfinished
-and unfit trials are left out and counted. Each correlation comes with scipy's p-value and a
-percentile bootstrap interval over resampled trials. Statistics always use every trial and
-epoch in the store: only figures down-sample.
+The bootstrap is reproducible: a fixed seed, and the rows sorted before resampling, so the same
+data in another order gives the same interval. Statistics always use every row given: only
+figures down-sample.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from layrot.run import MIN_TRAIN_ACC, STATUSES
+from layrot.run import STATUSES
 
-# The trials table's summaries of the final rotation, as the report names them.
-ROTATION_SUMMARIES = {
-    "rotation_mean": "mean over layers",
-    "rotation_min": "min over layers",
-    "rotation_frac_above_0_9": "fraction of layers > 0.9",
-}
-ALL_FAMILIES = "all"
-
-
-def fitted(trials: pd.DataFrame, min_train_acc: float = MIN_TRAIN_ACC) -> pd.DataFrame:
-    """Completed trials whose final training accuracy is at least `min_train_acc`."""
-    _check_threshold(min_train_acc)
-    return trials[(trials["status"] == "completed") & (trials["final_train_acc"] >= min_train_acc)]
-
-
-def correlations(
-    trials: pd.DataFrame,
-    min_train_acc: float = MIN_TRAIN_ACC,
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Spearman and Kendall correlation of each rotation summary with final test accuracy.
-
-    One row per (task, optimizer family, summary); family "all" pools the task's families.
-    Columns: n (trials used), n_unfit, n_diverged, n_unfinished (running or errored), then
-    spearman, spearman_p, spearman_low, spearman_high and the same for kendall (tau-b).
-    Statistics are NaN where fewer than 3 trials remain or an input is constant.
-    """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence={confidence!r} must be in (0, 1)")
-    if n_boot < 1:
-        raise ValueError(f"n_boot={n_boot!r} must be >= 1")
-    _check_threshold(min_train_acc)
-    rows = []
-    for task in sorted(trials["task"].unique()):
-        of_task = trials[trials["task"] == task]
-        for family in [ALL_FAMILIES, *sorted(of_task["family"].unique())]:
-            group = of_task if family == ALL_FAMILIES else of_task[of_task["family"] == family]
-            chosen = fitted(group, min_train_acc)
-            counts = {
-                "n": len(chosen),
-                "n_unfit": int((group["status"] == "completed").sum()) - len(chosen),
-                "n_diverged": int((group["status"] == "diverged").sum()),
-                "n_unfinished": int(group["status"].isin(["running", "errored"]).sum()),
-            }
-            for summary in ROTATION_SUMMARIES:
-                x = chosen[summary].to_numpy(float)
-                y = chosen["final_test_acc"].to_numpy(float)
-                rows.append({"task": task, "family": family, "summary": summary, **counts,
-                             **correlate(x, y, n_boot, confidence, seed)})
-    return pd.DataFrame(rows)
+BOOTSTRAP_SEED = 0
 
 
 def correlate(x: np.ndarray, y: np.ndarray, n_boot: int = 1000, confidence: float = 0.95,
-              seed: int = 0) -> dict[str, float]:
-    """Spearman's rho and Kendall's tau-b of (x, y) with p-values and bootstrap intervals."""
+              seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
+    """Spearman's rho and Kendall's tau-b of (x, y) with p-values and percentile bootstrap
+    intervals; pairs with a non-finite value are left out. NaN below 3 pairs or for a constant
+    input. The pairs are sorted before resampling: the result does not depend on their order."""
+    _check_bootstrap(n_boot, confidence)
+    x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    order = np.lexsort((y[keep], x[keep]))
+    x, y = x[keep][order], y[keep][order]
     out = {f"{name}{suffix}": np.nan for name in ("spearman", "kendall") for suffix in ("", "_p", "_low", "_high")}
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return out
@@ -127,23 +82,6 @@ def _ranks_and_ties(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray,
     return rank_of_value[:, value_of_trial], ties
 
 
-def best_configs(trials: pd.DataFrame) -> pd.DataFrame:
-    """The best completed trial per (task, setting) by final validation accuracy (the paper's
-    rule), with its test accuracy and `delta_vs_layca`: test accuracy minus that of the task's
-    best Layca trial (chosen the same way), as in the paper's figure titles.
-    """
-    done = trials[trials["status"] == "completed"].dropna(subset=["final_val_acc"])
-    if done.empty:
-        return pd.DataFrame(columns=[*trials.columns, "n_trials", "delta_vs_layca"])
-    best = done.loc[done.groupby(["task", "setting"])["final_val_acc"].idxmax()].copy()
-    best["n_trials"] = done.groupby(["task", "setting"]).size().reindex(
-        pd.MultiIndex.from_frame(best[["task", "setting"]])).to_numpy()
-    layca = done[done["layca"]]
-    reference = layca.loc[layca.groupby("task")["final_val_acc"].idxmax()].set_index("task")["final_test_acc"]
-    best["delta_vs_layca"] = best["final_test_acc"] - best["task"].map(reference)
-    return best.sort_values(["task", "final_test_acc"], ascending=[True, False]).reset_index(drop=True)
-
-
 def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials per task and status (columns in the store's status order, then "all")."""
     table = pd.crosstab(trials["task"], trials["status"])
@@ -152,6 +90,50 @@ def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _check_threshold(min_train_acc: float) -> None:
-    if not 0 <= min_train_acc <= 1:
-        raise ValueError(f"min_train_acc={min_train_acc!r} must be a training accuracy in [0, 1]")
+
+def granulated_kendall(frame: pd.DataFrame, measure: str, target: str, axes: Sequence[str],
+                       keys: Sequence[str], n_boot: int = 1000, confidence: float = 0.95,
+                       seed: int = BOOTSTRAP_SEED) -> dict:
+    """Jiang et al.'s (2019) granulated Kendall coefficient Psi of ``measure`` against ``target``.
+
+    For each axis (a hyper-parameter in ``axes``), the rows (configurations, identified by
+    ``keys``) are grouped by every other key; psi_axis is the mean Kendall tau-b over the groups
+    with at least two rows and a defined tau (neither column constant), i.e. among configurations
+    that differ only in that axis. Psi is the mean of psi_axis over the axes with such a group.
+    The interval resamples each axis's groups with replacement (deterministic: groups in sorted
+    order, fixed seed). Returns psi, psi_low, psi_high, groups (usable groups, all axes) and
+    per_axis {axis: (psi_axis, groups)}.
+    """
+    _check_bootstrap(n_boot, confidence)
+    x_all, y_all = frame[measure].to_numpy(float), frame[target].to_numpy(float)
+    keep = np.isfinite(x_all) & np.isfinite(y_all)
+    taus: dict[str, np.ndarray] = {}
+    for axis in axes:
+        others = [k for k in keys if k != axis]
+        ids = frame.groupby(others, sort=True, dropna=False).ngroup().to_numpy()[keep]   # groups in key order
+        x, y = x_all[keep], y_all[keep]
+        order = np.argsort(ids, kind="stable")
+        found = []
+        for rows in np.split(order, np.flatnonzero(np.diff(ids[order])) + 1):
+            if len(rows) >= 2 and np.ptp(x[rows]) > 0 and np.ptp(y[rows]) > 0:
+                found.append(stats.kendalltau(x[rows], y[rows]).statistic)
+        if found:
+            taus[axis] = np.array(found)
+    groups = sum(len(t) for t in taus.values())
+    out = {"psi": np.nan, "psi_low": np.nan, "psi_high": np.nan, "groups": groups,
+           "per_axis": {axis: (float(t.mean()), len(t)) for axis, t in taus.items()}}
+    if not taus:
+        return out
+    out["psi"] = float(np.mean([t.mean() for t in taus.values()]))
+    rng = np.random.default_rng(seed)
+    replicates = np.mean([t[rng.integers(0, len(t), (n_boot, len(t)))].mean(1) for t in taus.values()], axis=0)
+    tail = 100 * (1 - confidence) / 2
+    out["psi_low"], out["psi_high"] = np.percentile(replicates, [tail, 100 - tail])
+    return out
+
+
+def _check_bootstrap(n_boot: int, confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r} must be in (0, 1)")
+    if n_boot < 1:
+        raise ValueError(f"n_boot={n_boot!r} must be >= 1")

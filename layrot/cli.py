@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "train": ("trainables.cli", "run one training without Ray"),
     "sweep": ("sweeps.cli", "run a sweep spec as Ray Tune trials into a Parquet store"),
     "report": ("analysis.cli", "write the interactive HTML report of a store"),
+    "summary": ("analysis.summary_cli", "print one row per configuration of a store (seeds aggregated)"),
     "upgrade-store": ("sweeps.cli_upgrade", "rewrite a store of an older schema version in place"),
 }
 

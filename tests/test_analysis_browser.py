@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis.load import load
 from analysis.report import write_report
 from analysis.synthetic import write_synthetic_store
+from layrot.cli import main
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -161,7 +165,7 @@ FIGURES_RENDERED = """
 """
 
 
-def test_report_renders_every_figure_without_errors_offline(tmp_path, browser):
+def test_report_renders_every_figure_without_errors_offline(tmp_path, browser, capsys):
     store = tmp_path / "store"
     write_synthetic_store(str(store), "browser", tasks=("C10-CNN1", "C100-resnet", "tiny-CNN"),
                           epochs=30, layers=12, running=3)
@@ -183,6 +187,35 @@ def test_report_renders_every_figure_without_errors_offline(tmp_path, browser):
             && gd.layout.title.text === button.args[1]['title.text'];
     })()""")
     assert switched
+
+    # No modebar button that could send data anywhere (plotly's "Share chart...", cloud, Chart Studio).
+    buttons = browser.evaluate("""Array.from(document.querySelectorAll('.modebar-btn')).map(b => b.outerHTML)""")
+    assert buttons, "the modebar was not rendered"
+    assert not [b for b in buttons if re.search(r"share|cloud|chart studio|sendData", b, re.I)], buttons
+
+    # The star of each task is the best_in_setting row of `layrot summary` with the highest
+    # seed-mean validation accuracy.
+    stars = browser.evaluate("""Array.from(document.querySelectorAll('tr.winner')).map(r => ({
+        task: r.dataset.task, setting: r.dataset.setting, alpha: Number(r.dataset.alpha),
+        rho0: Number(r.dataset.rho0), text: r.textContent}))""")
+    assert main(["summary", "--store", str(store), "--format", "csv"]) == 0
+    summary = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    best = summary[summary["best_in_setting"]]
+    expected = best.loc[best.groupby("task")["val_acc_mean"].idxmax()].set_index("task")
+    assert sorted(s["task"] for s in stars) == sorted(expected.index)
+    for star in stars:
+        row = expected.loc[star["task"]]
+        assert (star["setting"], star["alpha"], star["rho0"]) == (row["setting"], row["alpha"], row["rho0"])
+        assert f"{100 * row['val_acc_mean']:.1f}%" in star["text"]          # the validation accuracy it used
+
+    # The table of all configurations sorts by a clicked column.
+    ordered = browser.evaluate("""(() => {
+        const table = document.getElementById('configurations');
+        const col = Array.from(table.tHead.rows[0].cells).findIndex(th => th.textContent === 'test %');
+        table.tHead.rows[0].cells[col].click();
+        return Array.from(table.tBodies[0].rows).map(r => Number(r.cells[col].dataset.value));
+    })()""")
+    assert len(ordered) == len(summary) and ordered == sorted(ordered)
 
     browser.screenshot(ARTIFACTS / "report.png")
     assert browser.errors() == []

@@ -6,8 +6,9 @@ import pytest
 
 from analysis import figures
 from layrot.run import rate_label
+from analysis import rank
+from analysis.configurations import configurations, seeds_of
 from analysis.load import load
-from analysis.stats import best_configs, correlations
 from analysis.synthetic import write_synthetic_store
 
 LAYERS, EPOCHS = 5, 8
@@ -25,34 +26,41 @@ def panel_traces(fig, xaxis):
     return [t for t in fig.data if t.xaxis == xaxis and t.x is not None and t.x[0] is not None]
 
 
-def test_rotation_curves_draw_each_best_run_with_viridis_layers(results):
-    fig = figures.rotation_curves(results)
-    best = best_configs(results.trials)
+@pytest.fixture(scope="module")
+def configs(results):
+    return configurations(results.trials)
+
+
+def test_rotation_curves_draw_each_best_configuration_with_viridis_layers(results, configs):
+    fig = figures.rotation_curves(results, configs)
+    best = configs[configs["best_in_setting"]]
     settings = figures.settings_in_order(best["setting"])
     tasks = sorted(best["task"].unique())
     assert isinstance(fig, go.Figure)
-    for _, trial in best.iterrows():
-        index = settings.index(trial["setting"]) * len(tasks) + tasks.index(trial["task"]) + 1
+    for _, row in best.iterrows():
+        index = settings.index(row["setting"]) * len(tasks) + tasks.index(row["task"]) + 1
         lines = panel_traces(fig, "x" if index == 1 else f"x{index}")
         assert len(lines) == LAYERS
-        # Independent reference: the stored rows of that trial, with 0 at epoch 0.
-        rows = results.rotation[(results.rotation["trial_id"] == trial["trial_id"])
-                                & (results.rotation["layer"] == LAYERS - 1)].sort_values("epoch")
-        np.testing.assert_allclose(lines[-1].y, np.r_[0.0, rows["cosine_distance"].to_numpy()])
+        # Independent reference: the stored rows of the configuration's seeds, averaged, 0 at epoch 0.
+        ids = seeds_of(results.trials, row)["trial_id"]
+        rows = results.rotation[results.rotation["trial_id"].isin(ids) & (results.rotation["layer"] == LAYERS - 1)]
+        np.testing.assert_allclose(lines[-1].y, np.r_[0.0, rows.groupby("epoch")["cosine_distance"].mean()])
         assert lines[0].line.color == "rgb(68, 1, 84)" and lines[-1].line.color == "rgb(253, 231, 37)"
-        title = next(a.text for a in fig.layout.annotations if a.text.startswith(f"<b>{trial['task']} · {trial['label']}<"))
-        assert f"test {100 * trial['final_test_acc']:.1f}%" in title
-        assert f"{100 * trial['delta_vs_layca']:+.1f} vs best Layca" in title
+        label = figures.setting_label(row["setting"])
+        title = next(a.text for a in fig.layout.annotations if a.text.startswith(f"<b>{row['task']} · {label}<"))
+        assert f"val {100 * row['val_acc_mean']:.1f}% · test {100 * row['test_acc_mean']:.1f}%" in title
+        reference = best[(best["task"] == row["task"]) & (best["setting"] == "layca-sgd")]["test_acc_mean"].iloc[0]
+        assert f"{100 * (row['test_acc_mean'] - reference):+.1f} vs best Layca-SGD" in title
 
 
-def test_rotation_curves_downsample_for_drawing_only(results):
-    fig = figures.rotation_curves(results, max_points=4)
+def test_rotation_curves_downsample_for_drawing_only(results, configs):
+    fig = figures.rotation_curves(results, configs, max_points=4)
     lines = panel_traces(fig, "x")
     assert all(len(t.x) == 4 and t.x[0] == 0 and t.x[-1] == EPOCHS for t in lines)
 
 
-def test_heatmap_cells_are_mean_test_accuracy_per_alpha_and_rho(results):
-    fig = figures.accuracy_heatmaps(results)
+def test_heatmap_cells_are_seed_mean_test_accuracy_per_alpha_and_rho(results, configs):
+    fig = figures.accuracy_heatmaps(configs)
     heat = fig.data[0]
     finished = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "layca-sgd")
                               & results.trials["status"].isin(["completed", "diverged"])]
@@ -64,33 +72,35 @@ def test_heatmap_cells_are_mean_test_accuracy_per_alpha_and_rho(results):
             assert heat.z[i][j] == pytest.approx(expected, nan_ok=True)
 
 
-def test_profiles_take_the_best_validation_run_at_each_value(results):
-    fig = figures.accuracy_profiles(results)
+def test_profiles_take_the_best_seed_mean_validation_at_each_value_with_error_bars(results, configs):
+    fig = figures.accuracy_profiles(configs)
     line = next(t for t in fig.data if t.name == "C10-CNN1 · Layca-SGD" and t.xaxis == "x")
     trials = results.trials[(results.trials["task"] == "C10-CNN1") & (results.trials["setting"] == "layca-sgd")
                             & results.trials["status"].isin(["completed", "diverged"])]
-    for alpha, test in zip(line.x, line.y):
-        candidates = [t for t in trials.itertuples() if t.alpha == alpha]
-        assert test == max(candidates, key=lambda t: t.final_val_acc).final_test_acc
+    means = trials.groupby(["alpha", "rho0"]).agg(val=("final_val_acc", "mean"), test=("final_test_acc", "mean"),
+                                                  std=("final_test_acc", "std")).reset_index()
+    for alpha, test, bar in zip(line.x, line.y, line.error_y.array):
+        chosen = means[means["alpha"] == alpha].sort_values("val").iloc[-1]
+        assert test == pytest.approx(chosen["test"])
+        assert bar == pytest.approx(0.0 if np.isnan(chosen["std"]) else chosen["std"])
 
 
-def test_scatter_titles_carry_the_correlation_and_open_markers_mark_unfit_runs(results):
-    corr = correlations(results.trials, n_boot=50)
-    fig = figures.rotation_vs_accuracy(results, 0.99, corr)
-    row = corr[(corr["task"] == "C100-resnet") & (corr["family"] == "all") & (corr["summary"] == "rotation_min")].iloc[0]
+def test_scatter_has_one_point_per_configuration_and_open_markers_for_unfit_ones(results, configs):
+    corr = rank.correlations(configs, n_boot=50)
+    fig = figures.rotation_vs_accuracy(configs, 0.99, corr)
+    row = corr[(corr["task"] == "C100-resnet") & (corr["family"] == "all")
+               & (corr["measure"] == "rotation_min_mean")].iloc[0]
     assert any(figures.correlation_text(row) in a.text for a in fig.layout.annotations)
     points = [t for t in fig.data if t.x is not None and t.x[0] is not None]
     filled = sum(len(t.x) for t in points if t.marker.symbol == "circle")
-    completed = results.trials[results.trials["status"] == "completed"]
-    fitted = (completed["final_train_acc"] >= 0.99).sum()
-    assert filled == 3 * fitted                                   # three summaries per trial
-    assert sum(len(t.x) for t in points) == 3 * len(completed)
+    assert filled == 2 * configs["fits"].sum()                    # two rotation measures per configuration
+    assert sum(len(t.x) for t in points) == 2 * len(configs)
 
 
-def test_parallel_coordinates_cover_completed_trials(results):
+def test_parallel_coordinates_cover_finished_trials(results):
     fig = figures.parallel_coordinates(results)
     dims = {d.label: d for d in fig.data[0].dimensions}
-    completed = results.trials[results.trials["status"] == "completed"]
+    completed = results.trials[results.trials["status"].isin(["completed", "diverged"])]
     assert len(dims["test acc"].values) == len(completed)
     np.testing.assert_allclose(3 ** np.asarray(dims["ρ(0)"].values), completed["rho0"])
 
@@ -121,10 +131,11 @@ def test_figures_without_completed_trials_say_so(tmp_path):
     store = tmp_path / "store"
     write_synthetic_store(str(store), "live", tasks=("C10-CNN1",), n_trials=3, epochs=4, layers=3, running=3)
     live = load(str(store))
-    for draw in (figures.rotation_curves, figures.rotation_vs_accuracy, figures.parallel_coordinates,
-                 figures.accuracy_heatmaps, figures.accuracy_profiles):
-        fig = draw(live)
-        assert "No" in fig.layout.annotations[0].text
+    none = configurations(live.trials)
+    drawn = [figures.rotation_curves(live, none), figures.rotation_vs_accuracy(none, 0.99, rank.correlations(none)),
+             figures.parallel_coordinates(live), figures.accuracy_heatmaps(none), figures.accuracy_profiles(none)]
+    for fig in drawn:
+        assert "no finished" in fig.layout.annotations[0].text.lower()
     assert len(figures.training_curves(live).layout.updatemenus[0].buttons) == 3
 
 

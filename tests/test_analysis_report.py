@@ -1,6 +1,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +27,23 @@ def test_report_is_one_self_contained_file(store, tmp_path, capsys):
     assert not re.search(r"<script[^>]+src=", text)
     assert re.findall(r'id="(figure-\d)"', text) == [f"figure-{i}" for i in range(1, 7)]
     assert "Yes: larger final layer rotation" in text
-    assert "2 trial(s) still running" in text
+    assert "2 trial(s) not finished</b> (2 running)" in text
+    assert 'id="threshold-warning"' not in text                 # the registered threshold: no warning
+    # the baseline comparison is the second section, after the answers
+    heads = re.findall(r"<h2>(.*?)</h2>", text)
+    assert heads[:3] == ["Answer per task", "Is rotation a better predictor than the obvious alternatives?",
+                         "Diagnosis per setting"]
+    # no modebar button may upload a figure
+    assert '"showSendToCloud": false' in text and '"sendDataToCloud"' in text and '"displaylogo": false' in text
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # no temp file left behind
+
+
+def test_another_threshold_is_announced_at_the_top(store, tmp_path):
+    out = tmp_path / "loose.html"
+    assert main(["report", "--store", str(store), "--min-train-acc", "0.9", "-o", str(out), "--bootstrap", "50"]) == 0
+    text = out.read_text()
+    warning = text.index('id="threshold-warning"')
+    assert warning < text.index("<h2>") and "threshold of 0.9, not the 0.99 pre-registered" in text
 
 
 def test_report_of_one_sweep_and_task_filter(store, tmp_path):
@@ -80,3 +96,16 @@ def test_cli_module_imports_nothing_heavy():
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_a_report_and_a_summary_draw_without_torch(tmp_path):
+    study = str(Path(__file__).resolve().parents[1] / "results" / "study")
+    code = ("import argparse, sys, analysis.cli, analysis.summary_cli\n"
+            "def call(mod, argv):\n"
+            "    parser = argparse.ArgumentParser(); mod.add_arguments(parser); return mod.run(parser.parse_args(argv))\n"
+            f"assert call(analysis.cli, ['--store', {study!r}, '-o', {str(tmp_path / 'r.html')!r}, '--bootstrap', '20']) == 0\n"
+            f"assert call(analysis.summary_cli, ['--store', {study!r}]) == 0\n"
+            "bad = [m for m in ('torch', 'ray', 'trainables', 'layrot_core') if m in sys.modules]\n"
+            "print('imported', bad, file=sys.stderr); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats import (ROTATION_SUMMARIES, best_configs, bootstrap_replicates, correlate, correlations,
-                            fitted, status_counts)
+from analysis.stats import bootstrap_replicates, correlate, granulated_kendall, status_counts
 
 
 def test_bootstrap_replicates_equal_scipy_on_the_resampled_data():
@@ -49,60 +48,48 @@ def test_correlate_is_nan_for_too_few_or_constant_values():
     assert np.isnan(correlate(np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.2, 0.3]))["kendall_high"])
 
 
-def trial(task="T", optimizer="sgd", layca=True, status="completed", train=1.0, val=0.5, test=0.5,
-          rot=(0.5, 0.4, 0.2), alpha=0.0, rho0=1 / 27, family=None):
-    setting = ("layca-" if layca else "") + optimizer
-    return {"task": task, "layca": layca, "status": status, "final_train_acc": train,
-            "final_val_acc": val, "final_test_acc": test, "rotation_mean": rot[0], "rotation_min": rot[1],
-            "rotation_frac_above_0_9": rot[2], "alpha": alpha, "rho0": rho0, "setting": setting,
-            "family": family or ("Adam" if optimizer == "adam" else "SGD")}
+def test_bootstrap_is_identical_between_runs_and_independent_of_row_order():
+    rng = np.random.default_rng(4)
+    x = np.round(rng.random(25), 2)
+    y = x + rng.normal(0, 0.3, 25)
+    first, again = correlate(x, y, n_boot=300), correlate(x, y, n_boot=300)
+    assert first == again
+    order = rng.permutation(25)
+    shuffled = correlate(x[order], y[order], n_boot=300)
+    for key in first:
+        assert shuffled[key] == pytest.approx(first[key], abs=1e-12), key
+    # another seed moves the interval (the seed is what fixes it), not the estimate
+    other = correlate(x, y, n_boot=300, seed=1)
+    assert other["kendall"] == first["kendall"] and other["kendall_low"] != first["kendall_low"]
 
 
-def test_correlations_use_fitted_completed_trials_and_count_the_rest():
-    rng = np.random.default_rng(2)
-    rows = [trial(rot=tuple(rng.random(3)), test=rng.random()) for _ in range(12)]
-    rows += [trial(optimizer="adam", layca=False, rot=tuple(rng.random(3)), test=rng.random()) for _ in range(5)]
-    rows += [trial(train=0.95), trial(train=0.989), trial(status="diverged"), trial(status="running"),
-             trial(status="errored"), trial(optimizer="adam", layca=False, status="diverged")]
-    trials = pd.DataFrame(rows)
-    table = correlations(trials, min_train_acc=0.99, n_boot=50)
-    assert len(table) == 3 * len(ROTATION_SUMMARIES)           # families all, Adam, SGD
-    pooled = table[(table["family"] == "all") & (table["summary"] == "rotation_min")].iloc[0]
-    assert (pooled["n"], pooled["n_unfit"], pooled["n_diverged"], pooled["n_unfinished"]) == (17, 2, 2, 2)
-    used = pd.DataFrame(rows[:17])
-    assert pooled["spearman"] == pytest.approx(stats.spearmanr(used["rotation_min"], used["final_test_acc"]).statistic)
-    sgd = table[(table["family"] == "SGD") & (table["summary"] == "rotation_mean")].iloc[0]
-    assert (sgd["n"], sgd["n_unfit"], sgd["n_diverged"]) == (12, 2, 1)
-    # A lower threshold admits the run at 0.989 but not the one at 0.95.
-    looser = correlations(trials, min_train_acc=0.98, n_boot=10)
-    assert looser[looser["family"] == "all"]["n"].iloc[0] == 18
+def test_granulated_kendall_against_a_hand_computed_example():
+    # Axis a has two groups (b=0, b=1), axis b two groups (a=0, a=1); one configuration each.
+    #   (a, b):  (0,0) (1,0) (2,0) | (0,1) (1,1) (2,1)
+    #   m:        1     2     3    |  3     1     2
+    #   acc:      1     2     3    |  1     2     3
+    # Axis a: group b=0 is concordant (tau 1); group b=1 has pairs (01,11) disc., (01,21) disc.,
+    # (11,21) conc.: tau (1 - 2) / 3 = -1/3. psi_a = (1 - 1/3) / 2 = 1/3.
+    # Axis b: groups a=0 (m 1 -> 3, acc 1 -> 1: acc constant, no tau), a=1 (m 2 -> 1, acc 2 -> 2:
+    # constant), a=2 (m 3 -> 2, acc 3 -> 3: constant): no usable group, so Psi = psi_a.
+    frame = pd.DataFrame({"a": [0, 1, 2, 0, 1, 2], "b": [0, 0, 0, 1, 1, 1], "m": [1, 2, 3, 3, 1, 2],
+                          "acc": [1, 2, 3, 1, 2, 3]})
+    out = granulated_kendall(frame, "m", "acc", ["a", "b"], ["a", "b"], n_boot=200)
+    assert out["per_axis"] == {"a": (pytest.approx(1 / 3), 2)}
+    assert out["psi"] == pytest.approx(1 / 3) and out["groups"] == 2
+    assert out["psi_low"] == pytest.approx(-1 / 3) and out["psi_high"] == pytest.approx(1.0)
 
-
-def test_fitted_rejects_a_threshold_outside_0_1():
-    with pytest.raises(ValueError, match=r"min_train_acc=1.5 must be a training accuracy in \[0, 1\]"):
-        fitted(pd.DataFrame([trial()]), 1.5)
-
-
-def test_best_configs_choose_by_validation_and_compare_to_the_best_layca_run():
-    trials = pd.DataFrame([
-        trial(val=0.80, test=0.70, rho0=1 / 9),                              # Layca-SGD, best val
-        trial(val=0.78, test=0.75, rho0=1 / 3),                              # better test, worse val
-        trial(optimizer="sgd", layca=False, val=0.60, test=0.58),
-        trial(optimizer="sgd", layca=False, val=0.95, test=0.90, status="diverged"),   # never eligible
-        trial(optimizer="adam", layca=True, val=0.79, test=0.72),
-        trial(task="U", optimizer="sgd-l2", layca=False, val=0.5, test=0.45),
-    ])
-    best = best_configs(trials).set_index(["task", "setting"])
-    assert best.loc[("T", "layca-sgd"), "rho0"] == pytest.approx(1 / 9)
-    assert best.loc[("T", "layca-sgd"), "n_trials"] == 2
-    assert best.loc[("T", "sgd"), "final_test_acc"] == 0.58
-    assert best.loc[("T", "sgd"), "delta_vs_layca"] == pytest.approx(0.58 - 0.70)
-    assert best.loc[("T", "layca-adam"), "delta_vs_layca"] == pytest.approx(0.72 - 0.70)
-    assert np.isnan(best.loc[("U", "sgd-l2"), "delta_vs_layca"])       # no Layca run in task U
+    # With b varying too (acc differs along b), Psi averages the two axes.
+    # Axis b, groups a=0: m 1 -> 3, acc 1 -> 2 (+1); a=1: m 2 -> 1, acc 2 -> 3 (-1); a=2: m 3 -> 2,
+    # acc 3 -> 4 (-1): psi_b = -1/3. Axis a keeps its ranks: psi_a = 1/3.
+    frame["acc"] = [1, 2, 3, 2, 3, 4]
+    out = granulated_kendall(frame, "m", "acc", ["a", "b"], ["a", "b"], n_boot=200)
+    assert out["per_axis"]["b"] == (pytest.approx(-1 / 3), 3)
+    assert out["psi"] == pytest.approx((1 / 3 - 1 / 3) / 2)
 
 
 def test_status_counts_per_task():
-    trials = pd.DataFrame([trial(), trial(status="running"), trial(task="U", status="diverged")])
+    trials = pd.DataFrame({"task": ["T", "T", "U"], "status": ["completed", "running", "diverged"]})
     table = status_counts(trials)
     assert list(table.columns) == ["running", "completed", "diverged", "all"]
     assert table.loc["T"].tolist() == [1, 1, 0, 2] and table.loc["U"].tolist() == [0, 0, 1, 1]
