@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "sweep": ("sweeps.cli", "run a sweep spec as Ray Tune trials into a Parquet store"),
     "report": ("analysis.cli", "write the interactive HTML report of a store"),
     "upgrade-store": ("sweeps.cli_upgrade", "rewrite a store of an older schema version in place"),
+    "replay": ("analysis.cli_replay", "replay pruning policies (ASHA, median, rotation-aware) on a store's curves"),
 }
 
 

@@ -177,6 +177,7 @@ def run_sweep(
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from sweeps.callback import StoreCallback
+    from sweeps.scheduler import tune_scheduler
 
     restoring = previous_state(spec, store, resume)  # also fails on a malformed URI, before Ray starts
     existing_cluster = _connect(address)
@@ -200,7 +201,8 @@ def run_sweep(
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
-                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent),
+                tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent,
+                                            scheduler=tune_scheduler(spec, _experiment(spec, store))),
                 run_config=tune.RunConfig(
                     name=spec.name,
                     storage_path=tune_path(store),
