@@ -119,7 +119,7 @@ def notes(pool: Pool) -> list[str]:
     trials, out = pool.trials, []
     unfinished = trials[~trials["status"].isin(FINISHED)]
     if len(unfinished):
-        counts = ", ".join(f"{n} {s}" for s, n in unfinished["status"].value_counts().items())
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(unfinished["status"].value_counts().items()))
         out.append(f"{len(unfinished)} trial(s) did not finish in the store ({counts}): each runs only its "
                    "stored epochs and is never chosen")
     diverged = int((trials["status"] == "diverged").sum())

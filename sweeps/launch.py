@@ -202,7 +202,7 @@ def run_sweep(
                 trainable,
                 param_space=param_space,
                 tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent,
-                                            scheduler=tune_scheduler(spec, _experiment(spec, store))),
+                                            scheduler=tune_scheduler(spec, store)),
                 run_config=tune.RunConfig(
                     name=spec.name,
                     storage_path=tune_path(store),

@@ -9,9 +9,10 @@ the study's best trial at its first rung (docs/pruning.md has the replay of ever
 
 It works in any Tune run whose trials report a per-layer rotation list and a validation
 accuracy (the key names are arguments). Tune does not save a scheduler's state with its
-experiment; this one writes its rungs to ``state_dir`` after every decision and reads them
-back when a restored experiment gives it its first result, so a resumed sweep keeps the
-decisions made before the interruption and makes the later ones against the same rungs.
+experiment; this one writes its rungs to a file after every decision and reads them back
+when a restored experiment first consults it, so a resumed sweep keeps the decisions
+made before the interruption (a stopped trial is not run again, even if Tune's own state
+still had it running) and makes the later ones against the same rungs.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ from sweeps.pruning import METRIC, ROTATION, ROTATION_SCORE, TIME, RungRule
 from sweeps.spec import SweepSpec
 from sweeps.store import open_store
 
-STATE_FILE = "rotation_scheduler.json"
+# STORE/_scheduler/<sweep>.json. Not in Tune's experiment folder: a restored experiment uploads
+# its own copy of that folder again and again, which would put back the rungs of before the kill.
+STATE_DIR = "_scheduler"
 
 
 class RotationScheduler(FIFOScheduler):
@@ -36,17 +39,18 @@ class RotationScheduler(FIFOScheduler):
     ``grace``: epochs before any stop (the first rung); ``eta``: rung spacing, and each rung
     keeps the best 1/eta; ``max_t``: the planned epochs; ``score``: a ``sweeps.pruning.SCORES``
     name; ``time_attr``, ``metric``, ``rotation_attr``: the result keys of the clock, the
-    validation accuracy (higher is better) and the per-layer cosine distances; ``state_dir``:
-    a folder (path or URI) for the rungs, or None to keep them in memory only.
+    validation accuracy (higher is better) and the per-layer cosine distances; ``state_dir``
+    (a folder: path or URI) and ``state_file`` (a path below it): where the rungs are kept, or
+    ``state_dir`` None to keep them in memory only.
     """
 
     def __init__(self, grace: int = 1, eta: float = 3, max_t: int = 100, score: str = ROTATION_SCORE,
                  time_attr: str = "training_iteration", metric: str = METRIC, rotation_attr: str = ROTATION,
-                 state_dir: str | None = None):
+                 state_dir: str | None = None, state_file: str = "rotation_scheduler.json"):
         super().__init__()
         self._rule = RungRule(score, grace, eta, max_t)
         self._keys = {TIME: time_attr, METRIC: metric, ROTATION: rotation_attr}
-        self._state_dir = state_dir
+        self._state_dir, self._state_file = state_dir, state_file
         self._loaded = state_dir is None
         self._recent: dict[str, deque] = {}           # trial -> its last two records (for the score)
 
@@ -62,6 +66,15 @@ class RotationScheduler(FIFOScheduler):
         if json.dumps(self._rule.state()) != before:
             self._save()
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        """FIFO, but a restored trial this scheduler had already stopped is stopped again before
+        it runs: the interruption may have come before Tune saved that it had ended."""
+        self._load()
+        for trial in tune_controller.get_trials():
+            if trial.status == Trial.PENDING and trial.trial_id in self._rule.stopped:
+                tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self._recent.pop(trial.trial_id, None)
@@ -80,7 +93,7 @@ class RotationScheduler(FIFOScheduler):
 
     def _path(self) -> tuple:
         fs, root = open_store(self._state_dir)
-        return fs, f"{root.rstrip('/')}/{STATE_FILE}"
+        return fs, f"{root.rstrip('/')}/{self._state_file}"
 
     def _load(self) -> None:
         if self._loaded:
@@ -98,18 +111,24 @@ class RotationScheduler(FIFOScheduler):
         if self._state_dir is None:
             return
         fs, path = self._path()
-        folder = path.rsplit("/", 1)[0]
+        folder, name = path.rsplit("/", 1)
         fs.create_dir(folder, recursive=True)
-        tmp = f"{folder}/.{STATE_FILE}.{uuid.uuid4().hex}.tmp"
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
         with fs.open_output_stream(tmp) as f:
             f.write(json.dumps(self._rule.state()).encode())
         fs.move(tmp, path)
 
 
-def tune_scheduler(spec: SweepSpec, experiment_dir: str) -> TrialScheduler | None:
+def state_file(sweep: str) -> str:
+    """Where, below the store, the rotation scheduler of a sweep keeps its rungs."""
+    return f"{STATE_DIR}/{sweep}.json"
+
+
+def tune_scheduler(spec: SweepSpec, store: str) -> TrialScheduler | None:
     """The Tune scheduler of a spec's ``scheduler`` setting (None: Tune's default, no stops).
-    ASHA and median stopping are Tune's own, on validation accuracy per epoch; the rotation
-    scheduler keeps its rungs in the sweep's Tune folder ``experiment_dir``."""
+    ASHA and median stopping are Tune's own, on validation accuracy per epoch (Tune keeps
+    no scheduler state, so after a resume they start their rungs afresh); the rotation
+    scheduler keeps its rungs in the store (``state_file``)."""
     pruning = spec.pruning
     max_t = max(resolve(config).epochs for config in spec.trial_configs())
     if pruning.type == "asha":
@@ -118,5 +137,6 @@ def tune_scheduler(spec: SweepSpec, experiment_dir: str) -> TrialScheduler | Non
     if pruning.type == "median":
         return MedianStoppingRule(time_attr=TIME, metric=METRIC, mode="max", grace_period=pruning.grace)
     if pruning.type == "rotation":
-        return RotationScheduler(pruning.grace, pruning.eta, max_t, time_attr=TIME, state_dir=experiment_dir)
+        return RotationScheduler(pruning.grace, pruning.eta, max_t, time_attr=TIME, state_dir=store,
+                                 state_file=state_file(spec.name))
     return None

@@ -1,14 +1,18 @@
 """The pruning rules against Tune's own schedulers, the rotation scheduler's rungs and its state
 across a restore, and the spec's `scheduler` key."""
+import os
 import random
+import signal
+import time
 
 import numpy as np
 import pytest
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 
 from sweeps.pruning import MedianRule, Pruning, RungRule, parse_pruning, rung_epochs
-from sweeps.scheduler import STATE_FILE, RotationScheduler, tune_scheduler
+from sweeps.scheduler import RotationScheduler, state_file, tune_scheduler
 from sweeps.spec import parse_spec
+from test_sweeps_e2e import ray_env  # noqa: F401  (fixture: a private Ray temp dir per module)
 
 
 class FakeTrial:
@@ -113,7 +117,7 @@ def test_restored_scheduler_keeps_decisions_and_rungs(tmp_path):
     t = [FakeTrial(f"t{i}") for i in range(4)]
     assert first.on_trial_result(None, t[0], _result(1, 0.8)) == TrialScheduler.CONTINUE
     assert first.on_trial_result(None, t[1], _result(1, 0.2)) == TrialScheduler.STOP
-    assert (tmp_path / STATE_FILE).exists()
+    assert (tmp_path / "rotation_scheduler.json").exists()
 
     # A restored sweep gets a fresh scheduler (Tune keeps none): it reads the rungs back, so t1
     # is stopped again if it reports its rung once more, and t2 meets the scores of t0 and t1
@@ -152,3 +156,68 @@ def test_bad_scheduler_settings_are_refused_in_one_line(raw, message):
         parse_spec({"name": "s", "tasks": ["fmnist-quick"], "settings": ["sgd"], "scheduler": raw})
     assert message in str(err.value) and "scheduler" in str(err.value) and "\n" not in str(err.value)
     assert parse_pruning({"type": "rotation"}) == Pruning("rotation", 1, 3)
+
+
+PRUNED_SPEC = """\
+name: pruned
+tasks: [fmnist-quick]
+settings: [layca-sgd, sgd]
+rho0: [3^-1, 3^-6]
+epochs: 3
+resources: {cpus: 1}
+scheduler: {type: rotation, grace: 1, eta: 2}
+"""
+
+
+@pytest.mark.slow
+def test_a_pruned_sweep_killed_and_resumed_keeps_its_decisions(ray_env, tmp_path):
+    """Real Ray, one trial at a time (grid order, so each rung meets the trials in that order).
+    The driver is killed as soon as a trial is stored pruned, then resumed: the
+    trials pruned before the kill stay as they were, those after it were judged against the
+    rungs from before it, and the replay of the same rule on the stored curves makes exactly
+    the decisions the live sweep made."""
+    import json
+
+    import pandas as pd
+    from test_sweeps_e2e import _descendants, _finish, _start, _sweep, _table
+
+    from analysis.load import load
+    from analysis.replay import pool_of, stopping_epochs
+
+    spec_file, store, log = tmp_path / "pruned.yaml", tmp_path / "store", tmp_path / "driver.log"
+    spec_file.write_text(PRUNED_SPEC)
+    args = _sweep(str(spec_file), "--store", str(store), "--max-concurrent", "1")
+    driver = _start(args, ray_env, log)
+    deadline = time.monotonic() + 300
+    while not any(pd.read_parquet(f).status.iloc[0] == "pruned" for f in (store / "trials").glob("*/*.parquet")):
+        assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    leftovers = _descendants(driver.pid)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = _table(store, "trials", "pruned").set_index("trial_id")
+    assert len(before) < 4 or (before.status == "running").any(), "the sweep ended before the kill"
+
+    assert "resuming" in _finish(_start([*args, "--resume"], ray_env, log), log)
+    trials, epochs, rotation = (_table(store, t, "pruned") for t in ("trials", "epochs", "rotation"))
+    trials = trials.set_index("trial_id").sort_index()
+    assert len(trials) == 4 and set(trials.status) == {"completed", "pruned"}
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert not rotation.duplicated(["trial_id", "epoch", "layer"]).any()
+    assert len(epochs) == trials.epochs_done.sum() and len(rotation) == (trials.epochs_done * trials.num_layers).sum()
+    for tid, t in trials.iterrows():
+        assert sorted(epochs[epochs.trial_id == tid].epoch) == list(range(1, t.epochs_done + 1))
+        assert (t.epochs_done in (1, 2)) if t.status == "pruned" else t.epochs_done == 3
+    for tid, t in before[before.status == "pruned"].iterrows():
+        assert (trials.loc[tid, "status"], trials.loc[tid, "epochs_done"]) == ("pruned", t.epochs_done)
+
+    state = json.loads((store / state_file("pruned")).read_text())
+    assert set(dict(state["rungs"])[1]) == set(trials.index)           # rung 1 remembers every trial
+    assert state["stopped"] == {tid: t.epochs_done for tid, t in trials.iterrows() if t.status == "pruned"}
+    replayed = stopping_epochs(pool_of(load(str(store))), Pruning("rotation", 1, 2))
+    assert replayed == trials.epochs_done.to_dict()
