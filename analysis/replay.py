@@ -129,19 +129,34 @@ def notes(pool: Pool) -> list[str]:
     return out
 
 
-def pruning_figure(table: pd.DataFrame):
-    """Saved epochs against regret, one point per row of a replay table (a plotly Figure):
-    the lower right is better."""
+GRACES = (1, 2, 3, 5)               # the grid every rung policy is tuned over, the same for each
+ETAS = (2, 3, 4)
+
+
+def tuning_grid(pool: Pool, policies: tuple[str, ...] = ("asha", "median", "rotation"),
+                score: str = ROTATION_SCORE) -> pd.DataFrame:
+    """Each policy replayed at every (grace, eta) of the grid (median stopping has no eta):
+    columns grace, eta and COLUMNS."""
+    rows = []
+    for policy in policies:
+        for grace in GRACES:
+            for eta in ETAS[:1] if policy == "median" else ETAS:
+                table, _ = replay(pool, [policy], grace, eta, score)
+                rows.append({"grace": grace, "eta": None if policy == "median" else eta, **table.iloc[0]})
+    return pd.DataFrame(rows, columns=["grace", "eta", *COLUMNS])
+
+
+def pruning_figure(grid: pd.DataFrame):
+    """Saved epochs against regret, one point per policy and setting of a :func:`tuning_grid`
+    (a plotly Figure; better is lower right)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for policy, rows in table.groupby("policy", sort=False):
+    for policy, rows in grid.groupby("policy", sort=False):
+        labels = [f"{policy} grace={g}" + ("" if pd.isna(e) else f" eta={e:g}") for g, e in zip(rows["grace"], rows["eta"])]
         fig.add_trace(go.Scatter(
-            x=100 * rows["saved_frac"], y=rows["regret_pts"], mode="markers", name=policy,
-            text=[f"{policy} grace={g} eta={e:g}" if "grace" in rows else policy
-                  for g, e in zip(rows.get("grace", [None] * len(rows)), rows.get("eta", [0] * len(rows)))],
-            hovertemplate="%{text}<br>saved %{x:.1f}% of epochs<br>regret %{y:.2f} points<extra></extra>",
-        ))
-    fig.update_layout(title="Pruning: epochs saved against regret (replayed on the stored curves)",
+            x=100 * rows["saved_frac"], y=rows["regret_pts"], mode="markers", name=policy, text=labels,
+            hovertemplate="%{text}<br>saved %{x:.1f}% of epochs<br>regret %{y:.2f} points<extra></extra>"))
+    fig.update_layout(title="Pruning replayed on the stored curves: epochs saved against regret",
                       xaxis_title="epochs saved (% of planned)", yaxis_title="regret (test accuracy points)")
     return fig

@@ -115,3 +115,18 @@ def test_pruned_trials_of_a_store_are_unfinished(small_store):
     table, _ = replay(pool, ["none"], 1, 3)
     assert table.chosen_trial.iloc[0] == "b" and math.isclose(table.regret_pts.iloc[0], 0.0)
     assert notes(pool)[0].startswith("2 trial(s) did not finish in the store (1 pruned, 1 running)")
+
+
+def test_the_documents_numbers_are_the_replays(monkeypatch, tmp_path, capsys):
+    """docs/pruning.md and the README carry the replay's blocks of the committed store; one
+    changed number in a copy is caught (one render checks all three)."""
+    from analysis.pruning_doc import main as doc_main
+
+    monkeypatch.chdir(ROOT)                    # the blocks name the store as given: results/study
+    tampered = tmp_path / "pruning.md"
+    text = (ROOT / "docs" / "pruning.md").read_text()
+    assert "| rotation | 88 | 2640 | 434 |" in text
+    tampered.write_text(text.replace("| rotation | 88 | 2640 | 434 |", "| rotation | 88 | 2640 | 433 |"))
+    assert doc_main(["results/study", "--check", "docs/pruning.md", "README.md", str(tampered)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"{tampered}: generated pruning numbers differ from the replay of results/study"]
