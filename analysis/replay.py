@@ -50,6 +50,7 @@ def pool_of(results: Results) -> Pool:
               .agg(list).rename(ROTATION).reset_index())
     records = epochs.merge(layers, on=["trial_id", TIME], how="left").sort_values(TIME)
     records["trial_id"] = records["trial_id"].astype(str)
+    records[ROTATION] = [v if isinstance(v, list) else [] for v in records[ROTATION]]   # epochs without rows
     histories = {tid: group.drop(columns="trial_id").to_dict("records") for tid, group in records.groupby("trial_id")}
     return Pool(trials, {tid: histories.get(tid, []) for tid in trials["trial_id"]})
 

@@ -79,11 +79,14 @@ def _val(history: History, max_t: int) -> float:
 
 
 def _rotation_min(history: History, max_t: int) -> float:
-    return float(min(history[-1][ROTATION]))
+    """nan for a record without per-layer rotations: such a trial cannot be ranked, and stops."""
+    distances = history[-1][ROTATION]
+    return float(min(distances)) if len(distances) else math.nan
 
 
 def _rotation_mean(history: History, max_t: int) -> float:
-    return float(np.mean(history[-1][ROTATION]))
+    distances = history[-1][ROTATION]
+    return float(np.mean(distances)) if len(distances) else math.nan
 
 
 def _rotation_min_extrapolated(history: History, max_t: int) -> float:
@@ -92,7 +95,7 @@ def _rotation_min_extrapolated(history: History, max_t: int) -> float:
     now = _rotation_min(history, max_t)
     if len(history) < 2:
         return now
-    (t0, d0), t1 = (history[-2][TIME], min(history[-2][ROTATION])), history[-1][TIME]
+    (t0, d0), t1 = (history[-2][TIME], _rotation_min(history[:-1], max_t)), history[-1][TIME]
     slope = (now - d0) / (math.log(t1) - math.log(t0))
     return now + slope * (math.log(max_t) - math.log(t1))
 

@@ -23,7 +23,6 @@ from collections import deque
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
 
-from layrot.run import resolve
 from sweeps.pruning import METRIC, ROTATION, ROTATION_SCORE, TIME, RungRule
 from sweeps.spec import SweepSpec
 from sweeps.store import open_store
@@ -129,8 +128,7 @@ def tune_scheduler(spec: SweepSpec, store: str) -> TrialScheduler | None:
     ASHA and median stopping are Tune's own, on validation accuracy per epoch (Tune keeps
     no scheduler state, so after a resume they start their rungs afresh); the rotation
     scheduler keeps its rungs in the store (``state_file``)."""
-    pruning = spec.pruning
-    max_t = max(resolve(config).epochs for config in spec.trial_configs())
+    pruning, max_t = spec.pruning, spec.max_epochs
     if pruning.type == "asha":
         return ASHAScheduler(time_attr=TIME, metric=METRIC, mode="max", max_t=max_t,
                              grace_period=pruning.grace, reduction_factor=pruning.eta)

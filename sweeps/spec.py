@@ -82,6 +82,11 @@ class SweepSpec:
         return {AXIS_KEYS[a]: getattr(self, a) for a in AXES}
 
     @property
+    def max_epochs(self) -> int:
+        """The most epochs any trial of the grid plans (the task's, unless ``epochs`` is set)."""
+        return max(resolve(config).epochs for config in self.trial_configs())
+
+    @property
     def num_trials(self) -> int:
         return math.prod(len(v) for v in self.axes().values())
 
@@ -213,6 +218,9 @@ def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = N
                      max_failures=max_failures, description=description.strip(), analysis=analysis,
                      pruning=pruning)
     resolve(spec.trial_configs()[0])   # the fields together (each is checked above)
+    if pruning.grace > spec.max_epochs:
+        raise check.fail("scheduler", f"grace={pruning.grace} is not allowed: at most the trials' "
+                                      f"{spec.max_epochs} epochs")
     return spec
 
 

@@ -130,3 +130,15 @@ def test_the_documents_numbers_are_the_replays(monkeypatch, tmp_path, capsys):
     assert doc_main(["results/study", "--check", "docs/pruning.md", "README.md", str(tampered)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         f"{tampered}: generated pruning numbers differ from the replay of results/study"]
+
+
+def test_the_figure_has_a_point_per_policy_and_setting(small_store):
+    from analysis.replay import pruning_figure, tuning_grid
+
+    grid = tuning_grid(pool_of(load(small_store)))
+    fig = pruning_figure(grid)
+    assert [t.name for t in fig.data] == ["asha", "median", "rotation"]
+    for trace in fig.data:
+        rows = grid[grid.policy == trace.name]
+        assert list(trace.x) == pytest.approx(list(100 * rows.saved_frac)) and list(trace.y) == list(rows.regret_pts)
+    assert len(grid) == 4 * 3 * 2 + 4                  # grace x eta for the rung policies, grace for median

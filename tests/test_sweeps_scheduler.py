@@ -221,3 +221,9 @@ def test_a_pruned_sweep_killed_and_resumed_keeps_its_decisions(ray_env, tmp_path
     assert state["stopped"] == {tid: t.epochs_done for tid, t in trials.iterrows() if t.status == "pruned"}
     replayed = stopping_epochs(pool_of(load(str(store))), Pruning("rotation", 1, 2))
     assert replayed == trials.epochs_done.to_dict()
+
+
+def test_a_grace_beyond_the_trials_epochs_is_refused():
+    with pytest.raises(ValueError, match=r"scheduler: grace=10 is not allowed: at most the trials' 9 epochs"):
+        parse_spec({"name": "s", "tasks": ["fmnist-quick"], "settings": ["sgd"], "epochs": 9,
+                    "scheduler": {"type": "asha", "grace": 10}})
