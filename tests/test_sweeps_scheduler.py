@@ -1,18 +1,30 @@
 """The pruning rules against Tune's own schedulers, the rotation scheduler's rungs and its state
-across a restore, and the spec's `scheduler` key."""
+across a restore, the spec's `scheduler` key, the `pruned` status, and a real pruned sweep."""
+import io
+import json
 import os
 import random
 import signal
 import time
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 
+from run_records import epoch_record
+from test_sweeps_e2e import _descendants, _finish, _start, _sweep, _table
+from test_sweeps_e2e import ray_env  # noqa: F401  (fixture: a private Ray temp dir per module)
+
+from analysis.load import load
+from analysis.replay import pool_of, stopping_epochs
+from sweeps.callback import StoreCallback
 from sweeps.pruning import MedianRule, Pruning, RungRule, parse_pruning, rung_epochs
 from sweeps.scheduler import RotationScheduler, state_file, tune_scheduler
 from sweeps.spec import parse_spec
-from test_sweeps_e2e import ray_env  # noqa: F401  (fixture: a private Ray temp dir per module)
+from sweeps.store import read_trial_file
 
 
 class FakeTrial:
@@ -176,14 +188,6 @@ def test_a_pruned_sweep_killed_and_resumed_keeps_its_decisions(ray_env, tmp_path
     trials pruned before the kill stay as they were, those after it were judged against the
     rungs from before it, and the replay of the same rule on the stored curves makes exactly
     the decisions the live sweep made."""
-    import json
-
-    import pandas as pd
-    from test_sweeps_e2e import _descendants, _finish, _start, _sweep, _table
-
-    from analysis.load import load
-    from analysis.replay import pool_of, stopping_epochs
-
     spec_file, store, log = tmp_path / "pruned.yaml", tmp_path / "store", tmp_path / "driver.log"
     spec_file.write_text(PRUNED_SPEC)
     args = _sweep(str(spec_file), "--store", str(store), "--max-concurrent", "1")
@@ -227,3 +231,25 @@ def test_a_grace_beyond_the_trials_epochs_is_refused():
     with pytest.raises(ValueError, match=r"scheduler: grace=10 is not allowed: at most the trials' 9 epochs"):
         parse_spec({"name": "s", "tasks": ["fmnist-quick"], "settings": ["sgd"], "epochs": 9,
                     "scheduler": {"type": "asha", "grace": 10}})
+
+
+def test_the_store_calls_a_trial_ended_before_its_epochs_pruned(tmp_path):
+    """Ended by Tune after 1 of 3 epochs: pruned, its epoch kept; after all 3: completed; a
+    diverged one stays diverged however early it ended."""
+    config = {"task": "fmnist-quick", "setting": "sgd", "rho0": 0.1, "epochs": 3}
+    cb = StoreCallback(str(tmp_path), "s", num_trials=3, progress_every_s=3600, out=io.StringIO())
+    cb.setup()
+    trials = {}
+    for tid, epochs, diverged in (("early", 1, False), ("full", 3, False), ("nan", 1, True)):
+        trial = trials[tid] = SimpleNamespace(trial_id=tid, config=config, status=Trial.RUNNING, last_result={},
+                                              get_error=lambda: None)
+        for e in range(1, epochs + 1):
+            trial.last_result = {**epoch_record(e, 0.1 * e, [0.5, 0.25], diverged=diverged and e == epochs),
+                                 "config": config}
+            cb.on_trial_result(0, list(trials.values()), trial, trial.last_result)
+        trial.status = Trial.TERMINATED
+        cb.on_trial_complete(0, list(trials.values()), trial)
+    rows = {tid: read_trial_file(str(tmp_path), "trials", "s", tid).to_pylist()[0] for tid in trials}
+    assert {tid: (r["status"], r["epochs_done"]) for tid, r in rows.items()} == {
+        "early": ("pruned", 1), "full": ("completed", 3), "nan": ("diverged", 1)}
+    assert read_trial_file(str(tmp_path), "epochs", "s", "early").num_rows == 1
