@@ -155,7 +155,7 @@ def render(stores: list[str]) -> dict[str, str]:
         pool = pool_of(results)
         table, _ = replay(pool, list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)
         grid = tuning_grid(pool)
-        by_sweep = [(s, replay(pool_of(load(store, sweep=s)), list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)[0])
+        by_sweep = [(s, replay(pool.of_sweep(s), list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)[0])
                     for s in results.sweeps]
         summary += [*_summary(store, pool, table, grid), ""]
         details += [*_details(store, pool, grid, by_sweep), ""]

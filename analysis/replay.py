@@ -37,6 +37,11 @@ class Pool:
     def max_epochs(self) -> int:
         return int(self.trials["epochs"].max())
 
+    def of_sweep(self, sweep: str) -> Pool:
+        """The pool of one sweep's trials, as ``layrot replay --sweep`` replays it."""
+        trials = self.trials[self.trials["sweep"] == sweep].reset_index(drop=True)
+        return Pool(trials, {tid: self.histories[tid] for tid in trials["trial_id"]})
+
 
 def pool_of(results: Results) -> Pool:
     """The loaded trials as one pool; their trial ids must tell them apart."""

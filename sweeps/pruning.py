@@ -135,10 +135,12 @@ class RungRule:
     When a trial first reaches a rung, it is stopped if its score is below the (1 - 1/eta)
     quantile of the scores recorded at that rung before it; then its score is recorded. The
     first trials at a rung always go on: halving is asynchronous, no trial waits for others.
-    A trial whose score is not finite (a diverged run) stops and is not recorded.
+    A trial whose score is not finite (a diverged run) stops and is not recorded (Tune's ASHA
+    records a nan and lets it go on; a diverged trial of ours ends there anyway).
 
     ``state()`` / ``from_state`` hold everything a decision depends on, so a resumed sweep
-    decides as the interrupted one would have, and a repeated report gets the same answer.
+    decides as the interrupted one would have; a stopped trial that reports again (run anew
+    after an interruption) is stopped again on reaching the rung that stopped it.
     """
 
     def __init__(self, score: str, grace: int, eta: float, max_t: int):
@@ -149,9 +151,9 @@ class RungRule:
 
     def decide(self, trial_id: str, history: History) -> bool:
         """Whether to stop the trial after its latest record."""
-        if trial_id in self.stopped:
-            return True
         now = history[-1][TIME]
+        if trial_id in self.stopped:
+            return now >= self.stopped[trial_id]
         for milestone in sorted(self.rungs, reverse=True):
             recorded = self.rungs[milestone]
             if now < milestone or trial_id in recorded:

@@ -11,8 +11,9 @@ It works in any Tune run whose trials report a per-layer rotation list and a val
 accuracy (the key names are arguments). Tune does not save a scheduler's state with its
 experiment; this one writes its rungs to a file after every decision and reads them back
 when a restored experiment first consults it, so a resumed sweep keeps the decisions
-made before the interruption (a stopped trial is not run again, even if Tune's own state
-still had it running) and makes the later ones against the same rungs.
+made before the interruption and makes the later ones against the same rungs. (If the kill
+came before Tune saved that a stopped trial had ended, Tune runs it again from its last saved
+checkpoint; it is stopped again at the same rung.)
 """
 from __future__ import annotations
 
@@ -50,8 +51,13 @@ class RotationScheduler(FIFOScheduler):
         self._rule = RungRule(score, grace, eta, max_t)
         self._keys = {TIME: time_attr, METRIC: metric, ROTATION: rotation_attr}
         self._state_dir, self._state_file = state_dir, state_file
-        self._loaded = state_dir is None
+        self._loaded = True        # a new sweep starts with empty rungs (over any stale file)
         self._recent: dict[str, deque] = {}           # trial -> its last two records (for the score)
+
+    def __getstate__(self) -> dict:
+        """Tune pickles the scheduler when a sweep starts and unpickles it to resume one: the
+        copy reads the rungs back before its first decision."""
+        return {**self.__dict__, "_loaded": self._state_dir is None}
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if any(key not in result for key in self._keys.values()):
@@ -65,15 +71,6 @@ class RotationScheduler(FIFOScheduler):
         if json.dumps(self._rule.state()) != before:
             self._save()
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
-
-    def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        """FIFO, but a restored trial this scheduler had already stopped is stopped again before
-        it runs: the interruption may have come before Tune saved that it had ended."""
-        self._load()
-        for trial in tune_controller.get_trials():
-            if trial.status == Trial.PENDING and trial.trial_id in self._rule.stopped:
-                tune_controller.stop_trial(trial)
-        return super().choose_trial_to_run(tune_controller)
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         self._recent.pop(trial.trial_id, None)

@@ -3,6 +3,7 @@ across a restore, the spec's `scheduler` key, the `pruned` status, and a real pr
 import io
 import json
 import os
+import pickle
 import random
 import signal
 import time
@@ -115,6 +116,8 @@ def test_rung_keeps_the_best_third_by_the_score_and_stops_non_finite():
     assert decisions == [False, False, 0.3 < q, False]
     assert rule.decide("t9", record(float("nan"))) and rule.stopped["t9"] == 1
     assert rule.decide("t2", record(0.99))                          # a stopped trial stays stopped
+    rule.stopped["t5"] = 3                                          # stopped at rung 3, then run anew:
+    assert [rule.decide("t5", [{"epoch": e}]) for e in (1, 2, 3)] == [False, False, True]
 
 
 def _result(epoch: int, distance: float, val: float = 0.5) -> dict:
@@ -125,16 +128,18 @@ def test_restored_scheduler_keeps_decisions_and_rungs(tmp_path):
     def fresh():
         return RotationScheduler(1, 2, 8, time_attr="epoch", state_dir=str(tmp_path))
 
-    first = fresh()
+    (tmp_path / "rotation_scheduler.json").write_text(json.dumps(RungRule("val_acc", 1, 2, 8).state()))
+    first = fresh()                       # a new sweep: a stale file is not read, and replaced
+    pickled = pickle.dumps(first)         # as Tune keeps it when the sweep starts
     t = [FakeTrial(f"t{i}") for i in range(4)]
     assert first.on_trial_result(None, t[0], _result(1, 0.8)) == TrialScheduler.CONTINUE
     assert first.on_trial_result(None, t[1], _result(1, 0.2)) == TrialScheduler.STOP
-    assert (tmp_path / "rotation_scheduler.json").exists()
+    assert json.loads((tmp_path / "rotation_scheduler.json").read_text())["score"] == "rotation_min_plus_val"
 
-    # A restored sweep gets a fresh scheduler (Tune keeps none): it reads the rungs back, so t1
-    # is stopped again if it reports its rung once more, and t2 meets the scores of t0 and t1
-    # (0.8 + 0.5 and 0.2 + 0.5, median 1.0) at rung 1.
-    second = fresh()
+    # A resumed sweep unpickles the scheduler as it was at the start (Tune saves no scheduler
+    # state): it reads the rungs back, so t1 is stopped again if it reports its rung once more,
+    # and t2 meets the scores of t0 and t1 (0.8 + 0.5 and 0.2 + 0.5, median 1.0) at rung 1.
+    second = pickle.loads(pickled)
     assert second.on_trial_result(None, t[1], _result(1, 0.2)) == TrialScheduler.STOP
     assert second.on_trial_result(None, t[2], _result(1, 0.4)) == TrialScheduler.STOP   # 0.9 < 1.0
     memoryless = RotationScheduler(1, 2, 8, time_attr="epoch")
