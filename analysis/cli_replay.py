@@ -15,15 +15,15 @@ ROUND = {"saved_frac": 4, "chosen_test_acc": 4, "best_test_acc": 4, "regret_pts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, help="results store: a directory or a pyarrow filesystem URI")
-    parser.add_argument("--sweep", help="replay only this sweep (default: every trial of the store, one pool)")
-    parser.add_argument("--policy", default=",".join(POLICIES),
+    parser.add_argument("--store", required=True, metavar="DIR", help="results store: a directory or a pyarrow filesystem URI")
+    parser.add_argument("--sweep", metavar="NAME", help="replay only this sweep (default: every trial of the store, one pool)")
+    parser.add_argument("--policy", default=",".join(POLICIES), metavar=",".join(POLICIES),
                         help=f"comma-separated policies to replay (default: {','.join(POLICIES)})")
-    parser.add_argument("--grace", type=int, default=DEFAULT_GRACE,
+    parser.add_argument("--grace", type=int, default=DEFAULT_GRACE, metavar="N",
                         help=f"epochs before any stop, the first rung (default: {DEFAULT_GRACE})")
-    parser.add_argument("--eta", type=float, default=DEFAULT_ETA,
+    parser.add_argument("--eta", type=float, default=DEFAULT_ETA, metavar="K",
                         help=f"rungs at grace * eta^k, each keeps the best 1/eta (default: {DEFAULT_ETA:g})")
-    parser.add_argument("--format", default="table", help=f"{' or '.join(FORMATS)} (default: table)")
+    parser.add_argument("--format", default="table", metavar="|".join(FORMATS), help=f"{' or '.join(FORMATS)} (default: table)")
     parser.add_argument("--decisions", metavar="FILE",
                         help="also write CSV rows policy, trial_id, stopped_at_epoch (the last epoch each trial ran)")
 

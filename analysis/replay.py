@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis.load import Results
 from layrot.run import FINISHED, SELECTION_METRIC
-from sweeps.pruning import POLICIES, ROTATION, ROTATION_SCORE, TIME, METRIC, Pruning, make_rule
+from sweeps.pruning import METRIC, POLICIES, ROTATION, ROTATION_SCORE, TIME, Pruning, make_rule
 
 COLUMNS = ["policy", "trials", "epochs_planned", "epochs_run", "saved_frac", "chosen_trial", "chosen_test_acc",
            "best_test_acc", "regret_pts"]
@@ -108,13 +108,13 @@ def replay(pool: Pool, policies: list[str], grace: int, eta: float,
     row per policy and trial in DECISION_COLUMNS."""
     rows, decisions = [], []
     for policy in policies:
-        stopped_at = stopping_epochs(pool, pruning_of(policy, grace, eta), score)
+        stopped_at = stopping_epochs(pool, _pruning(policy, grace, eta), score)
         rows.append(outcome(pool, stopped_at, policy))
         decisions += [{"policy": policy, "trial_id": t, "stopped_at_epoch": e} for t, e in stopped_at.items()]
     return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(decisions, columns=DECISION_COLUMNS)
 
 
-def pruning_of(policy: str, grace: int, eta: float) -> Pruning:
+def _pruning(policy: str, grace: int, eta: float) -> Pruning:
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r} is not known; allowed: {', '.join(POLICIES)}")
     return Pruning(policy, grace, eta)

@@ -90,8 +90,8 @@ def _rotation_mean(history: History, max_t: int) -> float:
 
 
 def _rotation_min_extrapolated(history: History, max_t: int) -> float:
-    """The least-turned layer's distance continued to max_t, linear in log(epoch) through the
-    last two records (the curves rise about so between rate drops)."""
+    """The least-turned layer's distance continued to max_t along a line in log(epoch) through
+    the last two records: a guess at the curve's shape, which the replay judges."""
     now = _rotation_min(history, max_t)
     if len(history) < 2:
         return now
