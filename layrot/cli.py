@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "report": ("analysis.cli", "write the interactive HTML report of a store"),
     "summary": ("analysis.summary_cli", "print one row per configuration of a store (seeds aggregated)"),
     "upgrade-store": ("sweeps.cli_upgrade", "rewrite a store of an older schema version in place"),
+    "replay": ("analysis.cli_replay", "replay pruning policies (ASHA, median, rotation-aware) on a store's curves"),
 }
 
 

@@ -298,8 +298,11 @@ def network_relative_distance(relative: Iterable[float], initial_norms: Iterable
 # ---------------------------------------------------------------------------------------------
 # A trial's summary: what the trials table holds besides its config.
 
-STATUSES = ("running", "completed", "diverged", "errored")   # "running" only while a sweep runs
-FINISHED = ("completed", "diverged")
+# "running" only while a sweep runs; "pruned": its sweep's scheduler stopped it early (it keeps
+# the epochs it ran, but never counts as finished)
+STATUSES = ("running", "completed", "diverged", "errored", "pruned")
+FINISHED = ("completed", "diverged")   # ran to their end: the runs analysis may rank
+ENDED = (*FINISHED, "pruned")         # will not run again: a resumed sweep keeps them
 HIGH_ROTATION = 0.9                # rotation_frac_above_0_9 counts layers beyond this distance
 
 

@@ -78,7 +78,12 @@ class StoreCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         rec = self._record(trial)
-        rec.finish("diverged" if (trial.last_result or {}).get("diverged") else "completed")
+        if (trial.last_result or {}).get("diverged"):
+            rec.finish("diverged")
+        elif len(rec.epochs) < rec.config.epochs:   # the sweep's scheduler stopped it early
+            rec.finish("pruned")
+        else:
+            rec.finish("completed")
         rec.write(self.store)
         self._trial_line(trials, trial, rec)
 

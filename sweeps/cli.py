@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted: {outcome.done} of {outcome.trials} trials done; continue with: "
               f"layrot sweep {args.spec} --store {args.store}{smoke} --resume", flush=True)
         return exit_status(outcome.interrupted)
-    print(f"[{outcome.name}] finished: {outcome.completed} completed, {outcome.diverged} diverged, "
+    pruned = f"{outcome.pruned} pruned, " if outcome.pruned else ""
+    print(f"[{outcome.name}] finished: {outcome.completed} completed, {pruned}{outcome.diverged} diverged, "
           f"{outcome.errored} errored of {outcome.trials} trials; store: {args.store}")
     return 1 if outcome.errored else 0

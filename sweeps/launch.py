@@ -45,11 +45,12 @@ class SweepOutcome:
     completed: int
     diverged: int
     errored: int
+    pruned: int = 0
     interrupted: int | None = None   # the signal that stopped the sweep before its end
 
     @property
     def done(self) -> int:
-        return self.completed + self.diverged
+        return self.completed + self.diverged + self.pruned
 
 
 def sweep_trial(params: dict) -> None:
@@ -213,7 +214,7 @@ def outcome_from_store(spec: SweepSpec, store: str, interrupted: int | None = No
     """The sweep's counts as the store holds them (trials never started count in none)."""
     statuses = [t.status for t in stored_trials(store, spec.name)]
     return SweepOutcome(spec.name, spec.num_trials, statuses.count("completed"), statuses.count("diverged"),
-                        statuses.count("errored"), interrupted)
+                        statuses.count("errored"), statuses.count("pruned"), interrupted)
 
 
 def run_sweep(
@@ -297,6 +298,7 @@ def _tuner(spec: SweepSpec, store: str, mode: str, plan: StorePlan | None, max_c
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from sweeps.callback import StoreCallback
+    from sweeps.scheduler import tune_scheduler
 
     trainable = tune.with_resources(sweep_trial, {"cpu": spec.cpus, "gpu": spec.gpus})
     if mode == "tune":  # Tune restores the run config, store callback included, as first given
@@ -306,7 +308,7 @@ def _tuner(spec: SweepSpec, store: str, mode: str, plan: StorePlan | None, max_c
     if mode == "new":
         save_grid(spec, store)
         tune_config = tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent,
-                                      trial_dirname_creator=trial_dirname)
+                                      trial_dirname_creator=trial_dirname, scheduler=tune_scheduler(spec, store))
         done_before = epochs_before = 0
         epochs_total = planned_epochs(spec.trial_configs())
     else:  # from the store alone: a new experiment of the grid points not done yet
@@ -319,7 +321,8 @@ def _tuner(spec: SweepSpec, store: str, mode: str, plan: StorePlan | None, max_c
             fs.delete_dir(root)   # Tune state too incomplete to restore
         # Each preset point fixes every grid axis, so it is exactly one trial.
         tune_config = tune.TuneConfig(reuse_actors=True, max_concurrent_trials=max_concurrent,
-                                      trial_dirname_creator=trial_dirname, num_samples=len(plan.remaining),
+                                      trial_dirname_creator=trial_dirname, scheduler=tune_scheduler(spec, store),
+                                      num_samples=len(plan.remaining),
                                       search_alg=BasicVariantGenerator(points_to_evaluate=plan.remaining))
         done_before, epochs_before = len(plan.done), sum(t.epochs_done for t in plan.done)
         epochs_total = epochs_before + planned_epochs([{**spec.fixed, **p} for p in plan.remaining])

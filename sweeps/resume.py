@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from layrot.run import FINISHED, resolve
+from layrot.run import ENDED, resolve
 from sweeps.lock import sweep_file
 from sweeps.schema import TABLES
 from sweeps.spec import SweepSpec
 from sweeps.store import open_store, trial_path, write_sweep_file
 
-DONE = FINISHED                           # trial statuses that a resume does not run again
+DONE = ENDED                              # trial statuses that a resume does not run again
 LEGACY_GRID = "_tune/{sweep}/layrot_grid.json"   # where stores of schema version 1 kept the grid
 
 

@@ -16,6 +16,7 @@ product of five axes; everything else is fixed for every trial::
     resources: {cpus: 1, gpus: 0.25} # per trial; fractional GPUs let small trials share one
     max_failures: 2                  # retries of a failing trial, each from its last checkpoint
     analysis: {min_train_acc: 0.99}  # the study's pre-registered analysis settings (layrot.run)
+    scheduler: {type: rotation, grace: 1, eta: 3}   # stop trials early: none | asha | median | rotation
 
 Every value is checked by ``layrot.run.check_field``, the check a single training gets, so a
 spec accepts exactly what a trial accepts: numbers are never booleans (``yes``) or quoted text.
@@ -33,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from layrot.run import analysis_settings, check_field, parse_rates, resolve
+from sweeps.pruning import Pruning, parse_pruning
 from sweeps.schema import check_sweep_name
 
 DEFAULT_RHO0 = ["3^-7..3^2"]  # the paper's grid
@@ -40,7 +42,8 @@ AXES = ("tasks", "settings", "alpha", "rho0", "seeds")
 # spec axis -> the run config key each value fills
 AXIS_KEYS = {"tasks": "task", "settings": "setting", "alpha": "alpha", "rho0": "rho0", "seeds": "seed"}
 RENAMED_KEYS = {"optimizers": "settings"}
-KEYS = ("name", "description", *AXES, "epochs", "data_fraction", "train", "resources", "max_failures", "analysis")
+KEYS = ("name", "description", *AXES, "epochs", "data_fraction", "train", "resources", "max_failures", "analysis",
+        "scheduler")
 RESOURCE_KEYS = ("cpus", "gpus")
 SMOKE_EPOCHS = 2
 SMOKE_DATA_FRACTION = 0.05
@@ -72,10 +75,16 @@ class SweepSpec:
     max_failures: int = 2
     description: str = ""
     analysis: dict = field(default_factory=analysis_settings)   # layrot.run.ANALYSIS_SETTINGS
+    pruning: Pruning = field(default_factory=Pruning)           # the spec's `scheduler` (sweeps.pruning)
 
     def axes(self) -> dict[str, tuple]:
         """Run config key -> the grid values, in the order the grid is expanded."""
         return {AXIS_KEYS[a]: getattr(self, a) for a in AXES}
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs any trial of the grid plans (the task's, unless ``epochs`` is set)."""
+        return max(resolve(config).epochs for config in self.trial_configs())
 
     @property
     def num_trials(self) -> int:
@@ -200,9 +209,18 @@ def parse_spec(raw: object, source: str = "<spec>", default_name: str | None = N
     except ValueError as exc:
         raise check.fail("analysis", str(exc)) from None
 
+    try:
+        pruning = parse_pruning(raw.get("scheduler"))
+    except ValueError as exc:
+        raise check.fail("scheduler", str(exc)) from None
+
     spec = SweepSpec(name=name, **values, fixed=fixed, cpus=float(cpus), gpus=float(gpus),
-                     max_failures=max_failures, description=description.strip(), analysis=analysis)
+                     max_failures=max_failures, description=description.strip(), analysis=analysis,
+                     pruning=pruning)
     resolve(spec.trial_configs()[0])   # the fields together (each is checked above)
+    if pruning.grace > spec.max_epochs:
+        raise check.fail("scheduler", f"grace={pruning.grace} is not allowed: at most the trials' "
+                                      f"{spec.max_epochs} epochs")
     return spec
 
 
