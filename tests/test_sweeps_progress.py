@@ -86,5 +86,5 @@ def test_a_resume_from_the_store_counts_what_was_done_before(tmp_path, clock):
     clock.now += 10
     _report(cb, [c], c, 2)                      # 10 s per epoch: 2 left take 20 s
     assert out.getvalue().splitlines()[-1].startswith("[s] 2/3 trials done, 1 running; epochs 9/11, about 0m20s left")
-    cb.on_trial_complete(0, [c], c)
-    assert out.getvalue().splitlines()[-1].startswith("[s] trial 3/3 completed")
+    cb.on_trial_complete(0, [c], c)                  # ended after 2 of its 4 epochs: stopped early
+    assert out.getvalue().splitlines()[-1].startswith("[s] trial 3/3 pruned")

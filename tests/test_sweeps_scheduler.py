@@ -16,8 +16,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 
 from run_records import epoch_record
-from test_sweeps_e2e import _descendants, _finish, _start, _sweep, _table
-from test_sweeps_e2e import ray_env  # noqa: F401  (fixture: a private Ray temp dir per module)
+from sweep_drivers import descendants, finish, ray_env_vars, start, sweep, table
 
 from analysis.load import load
 from analysis.replay import pool_of, stopping_epochs
@@ -186,6 +185,9 @@ scheduler: {type: rotation, grace: 1, eta: 2}
 """
 
 
+ray_env = pytest.fixture(scope="module")(ray_env_vars)
+
+
 @pytest.mark.slow
 def test_a_pruned_sweep_killed_and_resumed_keeps_its_decisions(ray_env, tmp_path):
     """Real Ray, one trial at a time (grid order, so each rung meets the trials in that order).
@@ -195,13 +197,13 @@ def test_a_pruned_sweep_killed_and_resumed_keeps_its_decisions(ray_env, tmp_path
     the decisions the live sweep made."""
     spec_file, store, log = tmp_path / "pruned.yaml", tmp_path / "store", tmp_path / "driver.log"
     spec_file.write_text(PRUNED_SPEC)
-    args = _sweep(str(spec_file), "--store", str(store), "--max-concurrent", "1")
-    driver = _start(args, ray_env, log)
+    args = sweep(str(spec_file), "--store", str(store), "--max-concurrent", "1")
+    driver = start(args, ray_env, log)
     deadline = time.monotonic() + 300
     while not any(pd.read_parquet(f).status.iloc[0] == "pruned" for f in (store / "trials").glob("*/*.parquet")):
         assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
-    leftovers = _descendants(driver.pid)
+    leftovers = descendants(driver.pid)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     for pid in leftovers:
@@ -209,11 +211,11 @@ def test_a_pruned_sweep_killed_and_resumed_keeps_its_decisions(ray_env, tmp_path
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    before = _table(store, "trials", "pruned").set_index("trial_id")
+    before = table(store, "trials", "pruned").set_index("trial_id")
     assert len(before) < 4 or (before.status == "running").any(), "the sweep ended before the kill"
 
-    assert "resuming" in _finish(_start([*args, "--resume"], ray_env, log), log)
-    trials, epochs, rotation = (_table(store, t, "pruned") for t in ("trials", "epochs", "rotation"))
+    assert "resuming" in finish(start([*args, "--resume"], ray_env, log), log)
+    trials, epochs, rotation = (table(store, t, "pruned") for t in ("trials", "epochs", "rotation"))
     trials = trials.set_index("trial_id").sort_index()
     assert len(trials) == 4 and set(trials.status) == {"completed", "pruned"}
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
