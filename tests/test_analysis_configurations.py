@@ -16,7 +16,7 @@ from layrot.cli import main
 from sweeps.store import write_sweep_file
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = str(ROOT / "results" / "study")
+STUDY = str(ROOT / "results" / "study-30ep")
 
 
 def trial(setting="layca-sgd", rho0=0.1, seed=0, status="completed", val=0.5, test=0.5, train=1.0, rot=0.5,
@@ -103,7 +103,7 @@ def test_summary_csv_seed_means_match_a_plain_groupby_of_the_trials_table(capsys
     assert main(["summary", "--store", STUDY, "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(table.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    files = sorted((ROOT / "results" / "study" / "trials").glob("*/*.parquet"))
+    files = sorted((ROOT / "results" / "study-30ep" / "trials").glob("*/*.parquet"))
     trials = pd.concat([pd.read_parquet(f) for f in files])
     trials = trials[trials["status"].isin(["completed", "diverged"])]
     keys = ["task", "setting", "alpha", "rho0"]

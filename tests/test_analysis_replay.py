@@ -14,7 +14,7 @@ from layrot.run import resolve
 from sweeps.store import TrialRecord
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "results" / "study"
+STUDY = ROOT / "results" / "study-30ep"
 
 # trial -> (store status, val_acc per stored epoch, min cosine distance per stored epoch, final test acc)
 CURVES = {
@@ -122,14 +122,14 @@ def test_the_documents_numbers_are_the_replays(monkeypatch, tmp_path, capsys):
     changed number in a copy is caught (one render checks all three)."""
     from analysis.pruning_doc import main as doc_main
 
-    monkeypatch.chdir(ROOT)                    # the blocks name the store as given: results/study
+    monkeypatch.chdir(ROOT)                    # the blocks name the store as given: results/study-30ep
     tampered = tmp_path / "pruning.md"
     text = (ROOT / "docs" / "pruning.md").read_text()
     assert "| rotation | 88 | 2640 | 434 |" in text
     tampered.write_text(text.replace("| rotation | 88 | 2640 | 434 |", "| rotation | 88 | 2640 | 433 |"))
-    assert doc_main(["results/study", "--check", "docs/pruning.md", "README.md", str(tampered)]) == 1
+    assert doc_main(["results/study-30ep", "--check", "docs/pruning.md", "README.md", str(tampered)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"{tampered}: generated pruning numbers differ from the replay of results/study"]
+        f"{tampered}: generated pruning numbers differ from the replay of results/study-30ep"]
 
 
 def test_the_figure_has_a_point_per_policy_and_setting(small_store):

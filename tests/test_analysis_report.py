@@ -99,7 +99,7 @@ def test_cli_module_imports_nothing_heavy():
 
 
 def test_a_report_and_a_summary_draw_without_torch(tmp_path):
-    study = str(Path(__file__).resolve().parents[1] / "results" / "study")
+    study = str(Path(__file__).resolve().parents[1] / "results" / "study-30ep")
     code = ("import argparse, sys, analysis.cli, analysis.summary_cli\n"
             "def call(mod, argv):\n"
             "    parser = argparse.ArgumentParser(); mod.add_arguments(parser); return mod.run(parser.parse_args(argv))\n"

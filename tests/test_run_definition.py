@@ -42,7 +42,7 @@ def test_numbers_never_accept_booleans_or_text(name, value):
 def test_resolve_fills_defaults_and_normalises_types():
     cfg = resolve({"task": "fmnist", "setting": "layca-sgd", "alpha": 0, "rho0": 1, "seed": np.int64(2),
                    "data_dir": "~/x"})
-    assert (cfg.alpha, cfg.rho0, cfg.seed, cfg.epochs) == (0.0, 1.0, 2, 40)
+    assert (cfg.alpha, cfg.rho0, cfg.seed, cfg.epochs) == (0.0, 1.0, 2, 100)
     assert type(cfg.alpha) is float and type(cfg.seed) is int and cfg.data_dir.startswith("/")
     assert cfg.weight_decay == 0.0 and resolve({"task": "fmnist", "setting": "sgd-l2"}).weight_decay == 2e-3
     with pytest.raises(ValueError, match="unknown config key 'optimizer'"):
@@ -52,10 +52,11 @@ def test_resolve_fills_defaults_and_normalises_types():
 
 
 def test_schedule_decays_at_the_milestones_by_hand():
-    cfg = resolve({"task": "fmnist", "rho0": 0.5})     # 40 epochs, x0.2 at 32, 36, 39
-    assert cfg.milestones == (32, 36, 39)
-    assert [cfg.rate(e) for e in (0, 31, 32, 35, 36, 38, 39)] == pytest.approx(
-        [0.5, 0.5, 0.1, 0.1, 0.02, 0.02, 0.004])
+    cfg = resolve({"task": "fmnist", "rho0": 0.5})     # 100 epochs, x0.2 at 80, 90, 97
+    assert cfg.milestones == (80, 90, 97)
+    assert [cfg.rate(e) for e in (0, 79, 80, 89, 90, 96, 97, 99)] == pytest.approx(
+        [0.5, 0.5, 0.1, 0.1, 0.02, 0.02, 0.004, 0.004])
+    assert resolve({"task": "fmnist", "epochs": 40}).milestones == (32, 36, 39)
     short = resolve({"task": "fmnist", "epochs": 10})
     assert short.milestones == (8, 9)                 # 80% and 90% (97% rounds to 10, past the end)
 
