@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -71,13 +71,26 @@ def recorded_grid(store: str, sweep: str) -> list[str] | None:
     return None if legacy is None else [point_key(c) for c in legacy]
 
 
+def _announced(spec: SweepSpec) -> dict:
+    """What a sweep fixes when it starts, besides its grid: the pre-registered analysis settings
+    and the scheduler that decides which trials stop early."""
+    return {"analysis": spec.analysis, "scheduler": asdict(spec.pruning)}
+
+
 def save_grid(spec: SweepSpec, store: str) -> None:
-    """Record the sweep's grid and its pre-registered analysis settings in the store."""
-    write_sweep_file(store, spec.name, {"sweep": spec.name, "grid": _point_keys(spec), "analysis": spec.analysis})
+    """Record the sweep's grid, analysis settings and scheduler in the store."""
+    write_sweep_file(store, spec.name, {"sweep": spec.name, "grid": _point_keys(spec), **_announced(spec)})
 
 
 def check_grid(spec: SweepSpec, store: str) -> None:
-    """Refuse to resume a sweep whose grid is not the one it started with."""
+    """Refuse to resume a sweep whose grid, analysis settings or scheduler are not the ones it
+    started with."""
+    fs, path = sweep_file(store, spec.name, ".json")
+    record = _read_json(fs, path) or {}
+    changed = sorted(k for k, v in _announced(spec).items() if k in record and record[k] != v)
+    if changed:
+        raise ValueError(f"the spec of sweep {spec.name!r} changed since it started in {store!r} ({', '.join(changed)}); "
+                         "resume it with the original spec or give the new one another name")
     recorded = recorded_grid(store, spec.name)
     if recorded is None:  # a store without a grid record: every trial it holds must be in the grid
         wanted = set(_point_keys(spec))

@@ -80,7 +80,8 @@ def test_a_resume_needs_the_grid_the_sweep_started_with(half_done_store):
     store = str(half_done_store)
     check_grid(SPEC, store)
     check_grid(parse_spec({**RAW, "train": {"device": "cpu"}}), store)   # where it runs may change
-    for changed in ({**RAW, "rho0": ["3^-3", "3^-2"]}, {**RAW, "epochs": 4}, {**RAW, "seeds": [0, 1]}):
+    for changed in ({**RAW, "rho0": ["3^-3", "3^-2"]}, {**RAW, "epochs": 4}, {**RAW, "seeds": [0, 1]},
+                    {**RAW, "analysis": {"min_train_acc": 0.95}}, {**RAW, "scheduler": {"type": "asha", "grace": 1}}):
         with pytest.raises(ValueError, match="the spec of sweep 'r' changed since it started"):
             check_grid(parse_spec(changed), store)
 
