@@ -34,20 +34,23 @@ TARGETS = {"C10-CNN2": 2.0, "C100-WRN": 2.0}  # 3.0 for the others
 
 def median_times(fns: dict[tuple[int, str], Callable[[], object]], rounds: int,
                  sync: Callable[[], None]) -> dict[tuple[int, str], float]:
-    """Median wall seconds per call of each function, keyed (threads, name), in interleaved rounds."""
+    """Median wall seconds per call of each function, keyed (threads, name), in interleaved rounds:
+    each round sets each thread count once (waking its threads untimed), then times every function."""
     times: dict[tuple[int, str], list[float]] = {key: [] for key in fns}
-    for (threads, _), fn in fns.items():  # warm-up: optimizer state, allocator, caches
-        torch.set_num_threads(threads)
-        fn()
-    sync()
-    for _ in range(rounds):
-        for (threads, name), fn in fns.items():
-            torch.set_num_threads(threads)
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[threads, name].append(time.perf_counter() - start)
+    counts = sorted({threads for threads, _ in fns}, key=[t for t, _ in fns].index)
+    for round_ in range(rounds + 1):  # round 0 warms up: optimizer state, allocator, caches
+        for count in counts:
+            torch.set_num_threads(count)
+            torch.ones(1 << 20).sum()  # a parallel op: the thread pool is up before the clock starts
+            for (threads, name), fn in fns.items():
+                if threads != count:
+                    continue
+                sync()
+                start = time.perf_counter()
+                fn()
+                sync()
+                if round_:
+                    times[threads, name].append(time.perf_counter() - start)
     return {key: statistics.median(t) for key, t in times.items()}
 
 
