@@ -1,9 +1,9 @@
 """Layca's CPU kernel (csrc/layca_cpu.cpp), compiled once per machine and torch version.
 
-Why: on a CPU a Layca step is bound by memory traffic. With torch ops it makes three passes over
-each layer (w . s, s . s, then a * w + b * s); the kernel makes two, which brought Layca(SGD)
-from 2.8-3.5x the cost of a plain SGD step to 1.3-1.9x on the paper's models
-(``bench/bench_layca_step.py``).
+Why: on a CPU a Layca step is bound by memory traffic. The kernel reads each layer twice (the
+sums w . w, w . s and s . s in one pass, then the update a * w + b * s), in float64 without
+copies; the torch ops take float64 copies of each layer for both. ``bench/bench_layca_step.py``
+measures either (``LAYROT_CPU_KERNELS=0`` selects the torch ops).
 
 The first use compiles them with torch.utils.cpp_extension (a C++ compiler and ninja, about 10 s)
 into ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``); later processes only load

@@ -11,6 +11,7 @@ from torch import nn
 
 import layrot_core as lc
 from layrot_core import cpu_kernels
+from layrot_core.layca import ZERO_STEP
 from test_core_layca import numpy_algorithm1
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +25,11 @@ def ops():
     return built
 
 
-def rotate(ops, ps, ts, rates, signs, norms0, displaced, dtype):
-    tol = 16 * torch.finfo(dtype).eps
-    ops.rotate_(ps, ts, rates, signs, norms0, displaced, tol)
+def rotate(ops, ps, ts, rates, signs, norms0, displaced):
+    """The kernel on these pairs; returns the norms it keeps (0 for none known yet)."""
+    kept = [torch.tensor(float(n), dtype=torch.float64) for n in norms0]
+    ops.rotate_(ps, ts, kept, rates, [0.0] * len(ps), signs, displaced, ZERO_STEP)
+    return [n.item() for n in kept]
 
 
 @pytest.mark.parametrize("dtype, rel", [(torch.float32, 2e-6), (torch.float64, 1e-13)])
@@ -51,22 +54,33 @@ def test_rotate_matches_numpy_algorithm1(ops, dtype, rel, displaced):
            for p, t, sign in zip(ps, ts, signs)]
     norms0 = [float(np.linalg.norm(w)) for w in w64]
     expected = numpy_algorithm1(w64, s64, rates, norms0)
-    rotate(ops, ps, ts, rates, signs, norms0, [displaced] * len(sizes), dtype)
+    rotate(ops, ps, ts, rates, signs, norms0, [displaced] * len(sizes))
     for p, e, n0 in zip(ps, expected, norms0):
         assert p.dtype == dtype
         assert np.abs(p.double().numpy() - e).max() <= rel * n0
 
 
-def test_rotate_leaves_zero_and_parallel_steps_alone(ops):
+def test_rotate_leaves_zero_and_parallel_steps_on_the_sphere(ops):
     """Along the gradient: a zero gradient, one along w. Displaced: a base result equal to w, and
-    one along w (p must come back to w)."""
+    one along w (p must come back to w, rescaled to the kept norm: here twice w's)."""
     w = torch.randn(5000, dtype=torch.float64)
     ps = [w.clone(), w.clone(), w.clone(), -0.5 * w]
     ts = [torch.zeros_like(w), 3.0 * w, w.clone(), w.clone()]
-    rotate(ops, ps, ts, [0.5] * 4, [-1.0, -1.0, 1.0, 1.0], [w.norm().item()] * 4, [False, False, True, True],
-           torch.float64)
+    rotate(ops, ps, ts, [0.5] * 4, [-1.0, -1.0, 1.0, 1.0], [2 * w.norm().item()] * 4, [False, False, True, True])
     for p in ps:
-        assert torch.equal(p, w)
+        torch.testing.assert_close(p, 2 * w, rtol=1e-15, atol=0)
+
+
+def test_rotate_gives_a_zero_weight_its_base_update_and_then_its_norm(ops):
+    g = torch.randn(3000)
+    p = torch.zeros(3000)
+    kept = torch.zeros((), dtype=torch.float64)
+    ops.rotate_([p], [g], [kept], [0.2], [0.05], [-1.0], [False], ZERO_STEP)
+    torch.testing.assert_close(p, -0.05 * g, rtol=3e-7, atol=0)
+    assert kept.item() == 0.0
+    ops.rotate_([p], [torch.randn(3000)], [kept], [0.2], [0.05], [-1.0], [False], ZERO_STEP)
+    assert kept.item() == pytest.approx(0.05 * g.double().norm().item(), rel=1e-7)
+    assert p.double().norm().item() == pytest.approx(kept.item(), rel=1e-7)
 
 
 def test_rotate_does_not_depend_on_the_number_of_threads(ops):
@@ -78,7 +92,7 @@ def test_rotate_does_not_depend_on_the_number_of_threads(ops):
         for n in (1, 2, 3):
             torch.set_num_threads(n)
             p = w.clone()
-            rotate(ops, [p], [g], [0.1], [-1.0], [w.norm().item()], [False], torch.float32)
+            rotate(ops, [p], [g], [0.1], [-1.0], [w.norm().item()], [False])
             results.append(p)
     finally:
         torch.set_num_threads(threads)
@@ -86,8 +100,9 @@ def test_rotate_does_not_depend_on_the_number_of_threads(ops):
 
 
 def test_kernels_refuse_what_they_cannot_read(ops):
-    def call(p, t, lists=1):
-        ops.rotate_([p], [t], [0.1] * lists, [1.0], [1.0], [False], 1e-6)
+    def call(p, t, lists=1, norm0=None):
+        norm0 = torch.zeros((), dtype=torch.float64) if norm0 is None else norm0
+        ops.rotate_([p], [t], [norm0], [0.1] * lists, [1.0], [1.0], [False], 1e-6)
 
     with pytest.raises(RuntimeError, match="contiguous tensors of equal size"):
         call(torch.randn(4, 3).t(), torch.randn(3, 4))
@@ -99,6 +114,8 @@ def test_kernels_refuse_what_they_cannot_read(ops):
         call(torch.randn(3).bfloat16(), torch.randn(3).bfloat16())
     with pytest.raises(RuntimeError, match="lists of different lengths"):
         call(torch.randn(3), torch.randn(3), lists=2)
+    with pytest.raises(RuntimeError, match="norms0 must be float64 scalars"):
+        call(torch.randn(3), torch.randn(3), norm0=torch.zeros(()))
 
 
 def test_switched_off_kernels_are_not_loaded(monkeypatch):

@@ -95,7 +95,7 @@ def test_kernel_layers_covers_all_kernel_types_and_dedups_shared_weights():
         nn.ConvTranspose3d(2, 2, 1), nn.LayerNorm(4), nn.Embedding(5, 4), shared, shared,
     )
     names = [name for name, _ in lc.kernel_layers(model)]
-    assert names == ["0.weight", "1.weight", "2.weight", "3.weight", "4.weight", "7.weight"]
+    assert names == ["0.weight", "1.weight", "2.weight", "3.weight", "4.weight", "6.weight", "7.weight"]
 
 
 def test_no_kernel_layers_is_an_error():

@@ -95,3 +95,52 @@ def test_bad_input():
 def test_zero_weights_give_nan():
     w = nn.Parameter(torch.zeros(4))
     assert math.isnan(lc.RotationMonitor([("w", w)]).cosine_distances()["w"])
+
+
+def test_measure_agrees_with_a_numpy_hand_computation():
+    torch.manual_seed(3)
+    model = HeadFirst()
+    x = torch.randn(2, 1, 7)
+    monitor = lc.RotationMonitor(model, example_input=x)
+    params = dict(model.named_parameters())
+    initial = {n: params[n].detach().numpy().astype(np.float64).ravel().copy() for n in monitor.names}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5).add_(torch.randn_like(p) * 0.3)
+    measured = monitor.measure()
+    assert tuple(measured) == lc.LAYER_METRICS == ("cosine_distance", "relative_distance", "norm_ratio")
+    for metric in lc.LAYER_METRICS:
+        assert list(measured[metric]) == monitor.names
+    for name in monitor.names:
+        w, w0 = params[name].detach().numpy().astype(np.float64).ravel(), initial[name]
+        n, n0 = math.sqrt(sum(a * a for a in w)), math.sqrt(sum(a * a for a in w0))
+        assert monitor.initial_norms[name] == pytest.approx(n0, rel=1e-7)  # float32 weights
+        assert measured["cosine_distance"][name] == pytest.approx(1 - sum(w * w0) / (n * n0), rel=1e-12)
+        assert measured["relative_distance"][name] == pytest.approx(np.linalg.norm(w - w0) / n0, rel=1e-12)
+        assert measured["norm_ratio"][name] == pytest.approx(n / n0, rel=1e-12)
+    assert monitor.cosine_distances() == measured["cosine_distance"]
+
+
+def test_measure_reads_the_device_once(monkeypatch):
+    monitor = lc.RotationMonitor(HeadFirst())
+    calls = []
+    original = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: calls.append(1) or original(t, *a, **k))
+    monitor.measure()
+    assert len(calls) == 1
+
+
+def test_layca_distances_follow_the_rotation_and_the_norm_stays():
+    """Turning by theta on the sphere: relative distance 2 sin(theta / 2), norm ratio 1."""
+    torch.manual_seed(1)
+    w = nn.Parameter(torch.randn(50, dtype=torch.float64))
+    g = torch.randn(50, dtype=torch.float64)
+    monitor = lc.RotationMonitor([("w", w)])
+    opt = lc.Layca([w], lr=0.02)
+    for _ in range(20):
+        w.grad = g
+        opt.step()
+    theta = 20 * math.atan(0.02)
+    measured = monitor.measure()
+    assert measured["relative_distance"]["w"] == pytest.approx(2 * math.sin(theta / 2), rel=1e-9)
+    assert measured["norm_ratio"]["w"] == pytest.approx(1.0, rel=1e-13)

@@ -1,9 +1,11 @@
 // Algorithm 1 on CPU tensors in two passes over memory, for layrot_core.layca (see cpu_kernels.py).
 //
-// A Layca step needs w . s and s . s before it can write a * w + b * s. Per tensor, the first pass
-// reads w and s once for both sums, the second writes the update: a tensor that fits in cache is
-// read from memory once. Sums add products in the tensor's precision in blocks of kBlock elements,
-// and the blocks in float64 in a fixed order: results do not depend on the number of threads.
+// A Layca step needs w . w, w . s and s . s before it can write a * w + b * s. Per tensor, the
+// first pass reads w and s once for the three sums, the second writes the update: a tensor that
+// fits in cache is read from memory once. Everything is computed in double (products of floats
+// are exact there, so a step nearly parallel to w keeps its small orthogonal part). Sums run
+// over blocks of kBlock elements, and the blocks are added in a fixed order: results do not
+// depend on the number of threads.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -21,114 +23,139 @@
 
 namespace {
 
-constexpr int64_t kBlock = 2048;        // elements summed in the tensor's own precision
+constexpr int64_t kBlock = 2048;        // elements per partial sum
 constexpr int64_t kBlocksPerTask = 16;  // parallel grain (32k elements)
-constexpr int kLanes = 16;              // independent partial sums: hide the adds' latency
+constexpr int kLanes = 8;               // independent partial sums: hide the adds' latency
 
-// x . s and s . s over n elements, with s = y - x (displaced) or s = y.
+struct Sums {
+  double ww = 0, ws = 0, ss = 0;
+};
+
+// The step's w and s at element i: along the gradient p holds w and t the gradient (s = t, the
+// sign is applied to the scalars); displaced, p holds the base optimizer's result and t the
+// snapshot w (s = p - t).
 template <typename T, bool Displaced>
-LAYROT_CLONES void block_sums(const T* x, const T* y, int64_t n, double* xs, double* ss) {
-  T axs[kLanes] = {}, ass[kLanes] = {};
+inline double w_at(const T* p, const T* t, int64_t i) {
+  return Displaced ? static_cast<double>(t[i]) : static_cast<double>(p[i]);
+}
+template <typename T, bool Displaced>
+inline double s_at(const T* p, const T* t, int64_t i) {
+  return Displaced ? static_cast<double>(p[i]) - static_cast<double>(t[i]) : static_cast<double>(t[i]);
+}
+
+template <typename T, bool Displaced>
+LAYROT_CLONES Sums block_sums(const T* p, const T* t, int64_t n) {
+  double ww[kLanes] = {}, ws[kLanes] = {}, ss[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
 #pragma omp simd
     for (int j = 0; j < kLanes; ++j) {
-      const T s = Displaced ? y[i + j] - x[i + j] : y[i + j];
-      axs[j] += x[i + j] * s;
-      ass[j] += s * s;
+      const double w = w_at<T, Displaced>(p, t, i + j), s = s_at<T, Displaced>(p, t, i + j);
+      ww[j] += w * w;
+      ws[j] += w * s;
+      ss[j] += s * s;
     }
   }
-  T sum_xs = 0, sum_ss = 0;
+  Sums out;
   for (; i < n; ++i) {
-    const T s = Displaced ? y[i] - x[i] : y[i];
-    sum_xs += x[i] * s;
-    sum_ss += s * s;
+    const double w = w_at<T, Displaced>(p, t, i), s = s_at<T, Displaced>(p, t, i);
+    out.ww += w * w;
+    out.ws += w * s;
+    out.ss += s * s;
   }
   for (int j = 0; j < kLanes; ++j) {
-    sum_xs += axs[j];
-    sum_ss += ass[j];
+    out.ww += ww[j];
+    out.ws += ws[j];
+    out.ss += ss[j];
   }
-  *xs = sum_xs;
-  *ss = sum_ss;
+  return out;
 }
 
 template <typename T, bool Displaced>
-void sums(const T* x, const T* y, int64_t n, double* xs, double* ss) {
+Sums sums(const T* p, const T* t, int64_t n) {
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> bxs(blocks), bss(blocks);
+  std::vector<Sums> partial(blocks);
   at::parallel_for(0, blocks, kBlocksPerTask, [&](int64_t first, int64_t last) {
     for (int64_t b = first; b < last; ++b) {
       const int64_t begin = b * kBlock;
-      block_sums<T, Displaced>(x + begin, y + begin, std::min(kBlock, n - begin), &bxs[b], &bss[b]);
+      partial[b] = block_sums<T, Displaced>(p + begin, t + begin, std::min(kBlock, n - begin));
     }
   });
-  *xs = *ss = 0;
-  for (int64_t b = 0; b < blocks; ++b) {
-    *xs += bxs[b];
-    *ss += bss[b];
+  Sums out;
+  for (const Sums& s : partial) {
+    out.ww += s.ww;
+    out.ws += s.ws;
+    out.ss += s.ss;
+  }
+  return out;
+}
+
+// p <- a * w + b * s.
+template <typename T, bool Displaced>
+LAYROT_CLONES void block_update(T* p, const T* t, int64_t n, double a, double b) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = static_cast<T>(a * w_at<T, Displaced>(p, t, i) + b * s_at<T, Displaced>(p, t, i));
   }
 }
 
-template <typename T>
-LAYROT_CLONES void block_scale_add(T* p, const T* t, int64_t n, T alpha, T beta) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) p[i] = alpha * p[i] + beta * t[i];
-}
-
-// p <- alpha * p + beta * t.
-template <typename T>
-void scale_add(T* p, const T* t, int64_t n, T alpha, T beta) {
+template <typename T, bool Displaced>
+void update(T* p, const T* t, int64_t n, double a, double b) {
   at::parallel_for(0, n, kBlock * kBlocksPerTask, [&](int64_t begin, int64_t end) {
-    block_scale_add(p + begin, t + begin, end - begin, alpha, beta);
+    block_update<T, Displaced>(p + begin, t + begin, end - begin, a, b);
   });
 }
 
-// One pair, as Layca._rotate_ describes it: along the gradient, p holds w and t the gradient
-// (s = sign * t); displaced, p holds the base optimizer's result and t the snapshot w (s = p - t).
-// The coefficients are Python's layca._coefficients, which the tests hold both paths to.
+struct Coefficients {
+  double a, b, norm0;
+};
+
+// layca._coefficients for one layer (the tests hold both to layca.algorithm1_): new w = a * w + b * s.
+Coefficients coefficients(double ww, double ws, double ss, double norm0, double rate, double scale, double tol) {
+  if (!(ww > 0)) return {1.0, scale, norm0};  // no direction: the base update
+  const double norm = std::sqrt(ww);
+  if (!(norm0 > 0)) norm0 = norm;
+  const double perp2 = ss - ws * ws / ww;
+  if (perp2 <= tol * ss) return {norm0 / norm, 0.0, norm0};  // nothing orthogonal to w: back on the sphere
+  const double k = rate / std::sqrt(perp2), shrink = norm0 / std::sqrt(1.0 + rate * rate);
+  return {shrink * (1.0 / norm - k * ws / ww), shrink * k, norm0};
+}
+
 template <typename T>
-void rotate_pair(T* p, const T* t, int64_t n, double rate, double sign, double norm0, bool displaced, double tol) {
-  double xs, ss;
+void rotate_pair(T* p, const T* t, int64_t n, double* norm0, double rate, double scale, double sign, bool displaced,
+                 double tol) {
+  Sums s = displaced ? sums<T, true>(p, t, n) : sums<T, false>(p, t, n);
+  const Coefficients c = coefficients(s.ww, sign * s.ws, s.ss, *norm0, rate, scale, tol);
+  *norm0 = c.norm0;
   if (displaced) {
-    sums<T, true>(t, p, n, &xs, &ss);
+    update<T, true>(p, t, n, c.a, c.b);
   } else {
-    sums<T, false>(p, t, n, &xs, &ss);
-    xs *= sign;
-  }
-  const double n2 = norm0 * norm0, perp2 = ss - xs * xs / n2;
-  if (perp2 <= tol * ss) {  // no step, or one along w: nothing to turn, w stays
-    if (displaced) std::copy(t, t + n, p);
-    return;
-  }
-  const double k = rate * norm0 / std::sqrt(perp2), shrink = 1.0 / std::sqrt(1.0 + rate * rate);
-  const double a = (1.0 - k * xs / n2) * shrink, b = k * shrink;
-  // new w = a * w + b * s
-  if (displaced) {
-    scale_add<T>(p, t, n, static_cast<T>(b), static_cast<T>(a - b));
-  } else {
-    scale_add<T>(p, t, n, static_cast<T>(a), static_cast<T>(b * sign));
+    update<T, false>(p, t, n, c.a, c.b * sign);
   }
 }
 
-void rotate_(at::TensorList params, at::TensorList others, at::ArrayRef<double> rates, at::ArrayRef<double> signs,
-             at::ArrayRef<double> norms0, c10::List<bool> displaced, double tol) {
+void rotate_(at::TensorList params, at::TensorList others, at::TensorList norms0, at::ArrayRef<double> rates,
+             at::ArrayRef<double> scales, at::ArrayRef<double> signs, c10::List<bool> displaced, double tol) {
   const size_t k = params.size();
-  TORCH_CHECK(others.size() == k && rates.size() == k && signs.size() == k && norms0.size() == k &&
-                  displaced.size() == k,
+  TORCH_CHECK(others.size() == k && norms0.size() == k && rates.size() == k && scales.size() == k &&
+                  signs.size() == k && displaced.size() == k,
               "layrot: lists of different lengths");
   for (size_t i = 0; i < k; ++i) {
-    const at::Tensor &p = params[i], &t = others[i];
-    TORCH_CHECK(p.device().is_cpu() && t.device().is_cpu(), "layrot: CPU tensors only");
+    const at::Tensor &p = params[i], &t = others[i], &n0 = norms0[i];
+    TORCH_CHECK(p.device().is_cpu() && t.device().is_cpu() && n0.device().is_cpu(), "layrot: CPU tensors only");
     TORCH_CHECK(p.scalar_type() == t.scalar_type() &&
                     (p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble),
                 "layrot: float32 or float64 pairs only, got ", p.scalar_type(), " and ", t.scalar_type());
     TORCH_CHECK(p.is_contiguous() && t.is_contiguous() && p.numel() == t.numel(),
                 "layrot: contiguous tensors of equal size only");
+    TORCH_CHECK(n0.scalar_type() == at::kDouble && n0.numel() == 1, "layrot: norms0 must be float64 scalars");
+    double* norm0 = n0.data_ptr<double>();
     if (p.scalar_type() == at::kFloat) {
-      rotate_pair(p.data_ptr<float>(), t.data_ptr<float>(), p.numel(), rates[i], signs[i], norms0[i], displaced[i], tol);
+      rotate_pair(p.data_ptr<float>(), t.data_ptr<float>(), p.numel(), norm0, rates[i], scales[i], signs[i],
+                  displaced[i], tol);
     } else {
-      rotate_pair(p.data_ptr<double>(), t.data_ptr<double>(), p.numel(), rates[i], signs[i], norms0[i], displaced[i],
-                  tol);
+      rotate_pair(p.data_ptr<double>(), t.data_ptr<double>(), p.numel(), norm0, rates[i], scales[i], signs[i],
+                  displaced[i], tol);
     }
   }
 }
@@ -137,8 +164,8 @@ void rotate_(at::TensorList params, at::TensorList others, at::ArrayRef<double> 
 
 // A CPU kernel only (cpu_kernels.py gives torch.compile its fake, shape-only version).
 TORCH_LIBRARY(layrot, m) {
-  m.def("rotate_(Tensor(a!)[] params, Tensor[] others, float[] rates, float[] signs, float[] norms0, "
-        "bool[] displaced, float tol) -> ()");
+  m.def("rotate_(Tensor(a!)[] params, Tensor[] others, Tensor(b!)[] norms0, float[] rates, float[] scales, "
+        "float[] signs, bool[] displaced, float tol) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(layrot, CPU, m) { m.impl("rotate_", rotate_); }
