@@ -78,7 +78,12 @@ class StoreCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         rec = self._record(trial)
-        if (trial.last_result or {}).get("diverged"):
+        missing = rec.missing_epochs()
+        if missing:
+            rec.finish("errored", f"the store lacks epochs {_span(missing)} of this trial (was it changed while "
+                                  f"the sweep ran?); remove {self.store}/_tune/{self.sweep} and run again with "
+                                  f"--resume: a resume from the store alone reruns the trial")
+        elif (trial.last_result or {}).get("diverged"):
             rec.finish("diverged")
         elif len(rec.epochs) < rec.config.epochs:   # the sweep's scheduler stopped it early
             rec.finish("pruned")
@@ -150,6 +155,17 @@ class StoreCallback(Callback):
             print(line, file=self.out, flush=True)
         else:
             say(line)
+
+
+def _span(epochs: list[int]) -> str:
+    """Sorted epoch numbers as ranges: [3, 4, 5, 9] -> "3-5, 9"."""
+    runs: list[list[int]] = []
+    for e in epochs:
+        if runs and e == runs[-1][-1] + 1:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _short(key: str, value: object) -> str:

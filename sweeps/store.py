@@ -148,6 +148,12 @@ class TrialRecord:
         self.epochs = {e: m for e, m in self.epochs.items() if e < epoch}
         self.epochs[epoch] = metrics
 
+    def missing_epochs(self) -> list[int]:
+        """Epochs before the latest one that the record lacks. A trial reports every epoch, so a
+        gap means the store lost writes its Tune checkpoint had passed (a store reverted or
+        copied while its sweep ran): the trial's history is incomplete and must be rerun."""
+        return sorted(set(range(1, max(self.epochs, default=0) + 1)) - set(self.epochs))
+
     def finish(self, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"trial status {status!r}; allowed: {', '.join(STATUSES)}")

@@ -81,3 +81,21 @@ def test_resumed_driver_continues_a_trials_files(tmp_path):
     row = read_trial_file(str(tmp_path), "trials", "s", "t1").to_pylist()[0]
     assert (row["status"], row["epochs_done"], row["wall_seconds"]) == ("completed", 3, pytest.approx(1.5))
 
+
+
+def test_a_store_that_lost_epochs_marks_the_trial_for_a_rerun(tmp_path):
+    """A store reverted under a running sweep lacks epochs Tune's checkpoint had passed: the
+    trial must not pass for a pruned (or completed) one, whose history it does not hold."""
+    first = _callback(tmp_path)
+    trial = _trial("t1")
+    for e in (1, 2):
+        first.on_trial_result(0, [trial], trial, _result(e))
+    resumed = _callback(tmp_path)
+    for e in (5, 6):  # Tune restored a checkpoint of epoch 4: epochs 3 and 4 never reach this store
+        resumed.on_trial_result(0, [trial], trial, _result(e))
+    trial.status, trial.last_result = Trial.TERMINATED, _result(6)
+    resumed.on_trial_complete(0, [trial], trial)
+    row = read_trial_file(str(tmp_path), "trials", "s", "t1").to_pylist()[0]
+    assert row["status"] == "errored"
+    assert row["error"].startswith("the store lacks epochs 3-4 of this trial")
+    assert f"remove {tmp_path}/_tune/s" in row["error"]
