@@ -41,12 +41,35 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import _use_grad_for_differentiable
 
 from layrot_core import cpu_kernels
 
 NORM0 = "layca_norm0"  # per-parameter state: ||w0||, a float64 0-d tensor on w's device; 0 while ||w|| is 0
 ZERO_STEP = 64 * torch.finfo(torch.float64).eps  # |s_perp|^2 <= ZERO_STEP |s|^2: no step (float64 sums' rounding)
 _LAYCA_KEYS = ("params", "param_names", "layca", "lr_scale")
+
+
+def _noop() -> None:
+    pass
+
+
+# The wrappers torch puts around every optimizer's step: profiling and step hooks (Layca's own
+# step has them), and grad mode, set with a graph break on either side. Layca calls its base's
+# step without them, already under no_grad, so torch.compile of Layca's step sees no more
+# graph breaks than torch's own optimizers do.
+_TORCH_STEP_WRAPPERS = (_use_grad_for_differentiable(_noop).__code__,
+                        Optimizer.profile_hook_step(_noop).__code__)
+
+
+def _unwrapped_step(base: Optimizer) -> Callable[..., Any]:
+    """`base`'s step method, without torch's wrappers (see ``_TORCH_STEP_WRAPPERS``) unless the
+    base is differentiable (then its grad mode matters)."""
+    step = type(base).step
+    while (not base.defaults.get("differentiable", False) and hasattr(step, "__wrapped__")
+           and getattr(step, "__code__", None) in _TORCH_STEP_WRAPPERS):
+        step = step.__wrapped__
+    return step.__get__(base)
 
 
 def algorithm1_(w: Tensor, update: Tensor, rate: float, norm0: float) -> float:
@@ -103,12 +126,13 @@ class Layca(Optimizer):
             params = [{**g, "params": _checked_list(g["params"])} for g in params]
         else:
             params = _checked_list(params)
-        # Layca and its base optimizer share one list of group dicts and one state, so
-        # schedulers, state_dict() and load_state_dict() act on both.
+        # Layca and its base optimizer share one state, so state_dict() and load_state_dict()
+        # act on both. The groups are Layca's (schedulers act on them); the base's own list
+        # holds copies that Layca updates from them before every base step (``_base_step``).
         self.base = base(params, lr=lr, **base_kwargs)
         super().__init__(self.base.param_groups, {**self.base.defaults, "layca": True, "lr_scale": 1.0})
         self.state = self.base.state
-        self.base.param_groups = self.param_groups
+        self.base.param_groups = []
         self._snapshot_buffers: dict[Tensor, Tensor] = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -137,7 +161,7 @@ class Layca(Optimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("_snapshot_buffers", {})  # not pickled: rebuilt at the next step
         if "base" in self.__dict__:  # load_state_dict() gave us new groups and state: share them
-            self.base.__setstate__({"state": self.state, "param_groups": self.param_groups})
+            self.base.__setstate__({"state": self.state, "param_groups": []})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -193,10 +217,16 @@ class Layca(Optimizer):
         return type(self.base) is torch.optim.SGD and group["momentum"] == 0
 
     def _base_step(self, groups: list[dict[str, Any]], closure: Callable[[], Any] | None) -> Any:
-        """One base step on `groups`, seen by the base as temporary copies without the parameters
-        that do not require grad: non-layca groups at rate lr * lr_scale, and layca groups that
-        differ only in lr_scale merged into one (the base's rate does not matter to Layca), so a
-        per-layer group costs no per-group overhead."""
+        """One base step on `groups`, seen by the base as copies without the parameters that do
+        not require grad: non-layca groups at rate lr * lr_scale, and layca groups that differ
+        only in lr_scale merged into one (the base's rate does not matter to Layca), so a
+        per-layer group costs no per-group overhead.
+
+        The copies stay in the base's ``param_groups`` list between steps and are updated in
+        place while they hold the same parameters: torch.compile traces a base's
+        ``_init_group`` only on groups it finds in ``param_groups`` as they were before the
+        step, and it misreads a ``param_groups`` attribute assigned during the step.
+        """
         merged: list[dict[str, Any]] = []
         for g in groups:
             trained = [p for p in g["params"] if p.requires_grad]
@@ -206,11 +236,16 @@ class Layca(Optimizer):
                 merged.append({**g, "params": trained})
             else:
                 merged.append({**g, "params": trained, "lr": g["lr"] * g["lr_scale"]})
-        self.base.param_groups = merged
-        try:
-            return self.base.step(closure)
-        finally:
-            self.base.param_groups = self.param_groups
+        kept = self.base.param_groups
+        if len(kept) == len(merged) and all(
+                k.keys() == m.keys() and _same_tensors(k["params"], m["params"]) for k, m in zip(kept, merged)):
+            for k, m in zip(kept, merged):
+                for key, value in m.items():
+                    if key != "params":
+                        k[key] = value
+        else:
+            kept[:] = merged
+        return _unwrapped_step(self.base)(closure)
 
     def _rotate_(self, params: list[Tensor], others: list[Tensor], rates: list[Any], scales: list[Any],
                  signs: list[float], displaced: list[bool]) -> None:
@@ -299,6 +334,10 @@ def _flat_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
         order = sorted(range(x.dim()), key=x.stride, reverse=True)
         x, y = x.permute(order), y.permute(order)
     return (x.view(-1), y.view(-1)) if x.is_contiguous() else None
+
+
+def _same_tensors(xs: list[Tensor], ys: list[Tensor]) -> bool:
+    return len(xs) == len(ys) and all(x is y for x, y in zip(xs, ys))
 
 
 def _same_settings(g: dict[str, Any], h: dict[str, Any]) -> bool:
