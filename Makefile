@@ -8,7 +8,7 @@ STUDY_30EP ?= results/study-30ep
 # docs/reproduction.md repeats the correlations at 0.95, labelled as chosen after the runs.
 STUDY_EXPLORATORY ?= 0.95
 
-.PHONY: setup quick test study study-30ep-docs
+.PHONY: setup quick test study study-docs study-30ep-docs
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -31,7 +31,13 @@ study: $(STAMP)
 	for spec in rho sgd adaptive alpha; do \
 		$(VENV)/bin/layrot sweep sweeps/study-$$spec.yaml --store $(STUDY) --resume || exit 1; \
 	done
+	$(MAKE) study-docs
+
+# The study's report and the numbers docs/reproduction.md and docs/pruning.md quote, from the
+# store as it is (commit them with the store: the tests hold the documents to it).
+study-docs: $(STAMP)
 	$(VENV)/bin/layrot report --store $(STUDY) -o $(STUDY)/report.html
+	$(VENV)/bin/python -m analysis.reproduction $(STUDY) --exploratory $(STUDY_EXPLORATORY) --write docs/reproduction.md
 	$(VENV)/bin/python -m analysis.pruning_doc $(STUDY_30EP) $(STUDY) --write docs/pruning.md README.md
 
 # The earlier 30-epoch study's numbers in docs/reproduction.md, from its committed store.
