@@ -118,18 +118,20 @@ def test_pruned_trials_of_a_store_are_unfinished(small_store):
 
 
 def test_the_documents_numbers_are_the_replays(monkeypatch, tmp_path, capsys):
-    """docs/pruning.md and the README carry the replay's blocks of the committed store; one
-    changed number in a copy is caught (one render checks all three)."""
+    """docs/pruning.md and the README carry the replay's blocks of the committed stores (the
+    30-epoch study and the 100-epoch one); one changed number in a copy is caught (one render
+    checks all three)."""
     from analysis.pruning_doc import main as doc_main
 
-    monkeypatch.chdir(ROOT)                    # the blocks name the store as given: results/study-30ep
+    monkeypatch.chdir(ROOT)                    # the blocks name the stores as given: results/study-30ep, ...
     tampered = tmp_path / "pruning.md"
     text = (ROOT / "docs" / "pruning.md").read_text()
     assert "| rotation | 88 | 2640 | 434 |" in text
     tampered.write_text(text.replace("| rotation | 88 | 2640 | 434 |", "| rotation | 88 | 2640 | 433 |"))
-    assert doc_main(["results/study-30ep", "--check", "docs/pruning.md", "README.md", str(tampered)]) == 1
+    stores = ["results/study-30ep", "results/study"]
+    assert doc_main([*stores, "--check", "docs/pruning.md", "README.md", str(tampered)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"{tampered}: generated pruning numbers differ from the replay of results/study-30ep"]
+        f"{tampered}: generated pruning numbers differ from the replay of {', '.join(stores)}"]
 
 
 def test_the_figure_has_a_point_per_policy_and_setting(small_store):
