@@ -177,9 +177,7 @@ def main() -> None:
     parser.add_argument("--skip-fmnist", action="store_true")
     parser.add_argument("--smoke-test", action="store_true")
     readme_block.add_flag(parser)
-    args = parser.parse_args()
-    if args.smoke_test and args.write_readme:
-        parser.error("--smoke-test measures a cut-down set: leave it out with --write-readme")
+    args = readme_block.parse_args(parser)
     fraction = 0.1 if args.smoke_test else 1.0
     if args.smoke_test:
         args.epochs, args.steps = 1, 1

@@ -155,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke-test", action="store_true", help="measure one small task only")
     readme_block.add_flag(parser)
-    args = parser.parse_args(argv)
-    if args.smoke_test and args.write_readme:
-        parser.error("--write-readme writes all five tasks' figures: leave out --smoke-test")
+    args = readme_block.parse_args(parser, argv)
     tasks = PAPER_TASKS[1:2] if args.smoke_test else PAPER_TASKS
     print(f"batch {BATCH}; assumed GPU: {ASSUMED_GPU_GB:g} GB usable, {ASSUMED_TFLOPS:g} TFLOP/s, "
           f"{ASSUMED_KERNEL_US:g} us per kernel at least; {ASSUMED_HOST_US:g} us host time per operation")

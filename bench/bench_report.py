@@ -29,9 +29,7 @@ def main() -> int:
     parser.add_argument("--store", help="folder for the synthetic store (reused if it exists)")
     parser.add_argument("--smoke-test", action="store_true", help="60 trials x 10 epochs x 8 layers")
     readme_block.add_flag(parser)
-    args = parser.parse_args()
-    if args.smoke_test and args.write_readme:
-        parser.error("--write-readme states the full store's figures: leave out --smoke-test")
+    args = readme_block.parse_args(parser)
     size = dict(n_trials=60, epochs=10, layers=8) if args.smoke_test else FULL_SIZE
     with tempfile.TemporaryDirectory(prefix="layrot-bench-") as scratch:
         store = args.store or os.path.join(scratch, "store")

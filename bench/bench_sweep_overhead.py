@@ -33,9 +33,7 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, default=None)
     parser.add_argument("--smoke-test", action="store_true")
     readme_block.add_flag(parser)
-    args = parser.parse_args()
-    if args.smoke_test and args.write_readme:
-        parser.error("--smoke-test's ratio is not meaningful: leave it out with --write-readme")
+    args = readme_block.parse_args(parser)
     load = readme_block.load_average()
 
     spec = load_spec(args.spec)

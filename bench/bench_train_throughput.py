@@ -73,9 +73,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--smoke-test", action="store_true")
     readme_block.add_flag(parser)
-    args = parser.parse_args()
-    if args.smoke_test and args.write_readme:
-        parser.error("--smoke-test measures nothing meaningful: leave it out with --write-readme")
+    args = readme_block.parse_args(parser)
     load = readme_block.load_average()
     torch.set_num_threads(args.threads)
     config = {"task": args.task, "setting": "sgd", "rho0": 0.1, "device": args.device, "epochs": 10**6}

@@ -13,7 +13,7 @@ blocks names each part: ``<!-- end: bench_epoch_seconds:paper -->``. Every block
 ``measured_on()``: the date, the CPUs and the load average when the measurement began, which
 says whether the machine was shared.
 
-To wire a script: call ``add_flag(parser)``; take ``load = load_average()`` before measuring;
+To wire a script: call ``add_flag(parser)`` and parse with ``parse_args(parser)``; take ``load = load_average()`` before measuring;
 render the block's Markdown with ``command(script)`` (what a reader runs) and
 ``measured_on(load)``; if ``args.write_readme``, call ``write(block_id, text)``; put the two
 markers where the block belongs in README.md; run the script with --write-readme once.
@@ -39,6 +39,15 @@ _END = re.compile(r"<!-- end: (?P<id>[\w.:-]+) -->")
 def add_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(FLAG, action="store_true",
                         help="write the measured figures into README.md between this script's markers")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args``, refusing ``--smoke-test`` with --write-readme: a smoke test's
+    figures are not measurements to publish."""
+    args = parser.parse_args(argv)
+    if getattr(args, "smoke_test", False) and args.write_readme:
+        parser.error(f"--smoke-test's figures are not measurements: leave it out with {FLAG}")
+    return args
 
 
 def load_average() -> float:

@@ -59,6 +59,20 @@ def test_replace_refuses_a_block_it_cannot_place(document, block_id, message):
         readme_block.replace(document, block_id, "x", [])
 
 
+def test_parse_args_refuses_to_publish_a_smoke_test(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bench_x.py")
+    parser.add_argument("--smoke-test", action="store_true")
+    readme_block.add_flag(parser)
+    assert readme_block.parse_args(parser, ["--write-readme"]).write_readme
+    with pytest.raises(SystemExit) as stop:
+        readme_block.parse_args(parser, ["--smoke-test", "--write-readme"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "bench_x.py: error: --smoke-test's figures are not measurements: leave it out with --write-readme")
+
+
 def test_measured_on_states_the_date_and_whether_the_machine_was_shared():
     day = readme_block.datetime.date(2026, 12, 1)
     assert readme_block.measured_on(0.2, day).startswith("measured 2026-12-01 on ")
