@@ -27,6 +27,9 @@ from analysis.preregistration import threshold
 from layrot.run import rate_label
 
 REFERENCE = "layca-sgd"
+# The confound: configurations of similar final rotation (mean over layers) reached with other
+# rates or settings, binned at these edges.
+ROTATION_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, np.inf)
 # Claims 4 and 5: each setting against the one it is compared with, over shared seeds.
 COMPARISONS = (("sgd-l2", "sgd"), ("layca-adam", "adam"), ("layca-rmsprop", "rmsprop"),
                ("layca-adagrad", "adagrad"))
@@ -163,8 +166,38 @@ def render(results: Results, block: str, min_train_acc: float | None = None, n_b
         lines.append(f"| {rate_label(r['rho0'])} | {_pct(r['test_acc_mean'])} ({_seeds(trials, r)}) | "
                      f"{_pct(r['train_acc_mean'])} | {r['rotation_mean_mean']:.3f} | {r['rotation_min_mean']:.3f} | "
                      f"{r['diverged']} |")
-    lines += ["", end(block)]
+    lines += ["", *_confound_lines(configs, rank.within_rho(configs, n_boot)), "", end(block)]
     return "\n".join(lines)
+
+
+def _name(r: pd.Series) -> str:
+    alpha = f" alpha {r['alpha']:g}" if r["alpha"] else ""
+    return f"{r['setting']} {rate_label(r['rho0'])}{alpha}"
+
+
+def _confound_lines(configs: pd.DataFrame, within: pd.DataFrame) -> list[str]:
+    """Is a cosine distance near 1 only a higher effective rate? Configurations of similar final
+    rotation reached by different settings and rates, and the correlation at one rate at a time."""
+    lines = ["**Similar rotation, different rates and settings** (all configurations, fitting or not; final "
+             "rotation mean over layers, seed means):", "",
+             "| rotation mean | configurations | settings | test % range | lowest test | highest test |",
+             "|---|---|---|---|---|---|"]
+    bins = pd.cut(configs["rotation_mean_mean"], ROTATION_BINS, right=False)
+    for interval, group in configs.groupby(bins, observed=True, sort=True):
+        low, high = group.loc[group["test_acc_mean"].idxmin()], group.loc[group["test_acc_mean"].idxmax()]
+        upper = "" if not np.isfinite(interval.right) else f"{interval.right:g}"
+        lines.append(f"| [{interval.left:g}, {upper}) | {len(group)} | {group['setting'].nunique()} | "
+                     f"{_pct(low['test_acc_mean'])}{'' if len(group) == 1 else '-' + _pct(high['test_acc_mean'])} | {_name(low)}: "
+                     f"{_pct(low['test_acc_mean'])} (train {_pct(low['train_acc_mean'])}) | {_name(high)}: "
+                     f"{_pct(high['test_acc_mean'])} (train {_pct(high['train_acc_mean'])}) |")
+    mean = within[within["measure"] == "rotation_mean_mean"]
+    lines += ["", "**Within one rho(0)** (fitting configurations of that rate only; Kendall tau-b of the final "
+              "rotation mean with test accuracy): "
+              + "; ".join(f"{rate_label(r['rho0'])}: {rank.interval_text(r, 'kendall')}"
+                          + (f" (n = {r['n']})" if np.isfinite(r["kendall"]) else "")
+                          for r in mean.to_dict("records")) + "." if len(mean) else
+              "**Within one rho(0)**: no rate has fitting configurations."]
+    return lines
 
 
 def _alpha_lines(trials: pd.DataFrame, configs: pd.DataFrame, rate: float) -> list[str]:

@@ -39,3 +39,21 @@ def test_replace_block_keeps_the_prose_and_the_other_blocks():
 
 def test_block_names_are_store_folders():
     assert block_name("results/study-30ep/") == "study-30ep" and block_name("/x/results/study") == "study"
+
+
+def test_the_confound_table_bins_configurations_by_rotation_and_names_the_extremes():
+    import pandas as pd
+
+    from analysis.reproduction import _confound_lines
+
+    configs = pd.DataFrame({
+        "setting": ["layca-sgd", "sgd", "sgd-l2", "layca-sgd"], "rho0": [1 / 9, 9.0, 1.0, 1 / 27],
+        "alpha": [0.0, 0.0, 0.0, 0.4], "rotation_mean_mean": [0.85, 0.84, 0.89, 0.1],
+        "test_acc_mean": [0.8819, 0.8650, 0.8757, 0.80], "train_acc_mean": [0.9892, 0.997, 0.9994, 0.9]})
+    within = pd.DataFrame([{"rho0": 1 / 9, "measure": "rotation_mean_mean", "n": 6, "kendall": 0.6,
+                            "kendall_low": 0.2, "kendall_high": 0.9, "recorded": True}])
+    lines = _confound_lines(configs, within)
+    assert "| [0, 0.2) | 1 | 1 | 80.00 | layca-sgd 3^-3 alpha 0.4: 80.00 (train 90.00) |" in "\n".join(lines)
+    assert ("| [0.8, 0.9) | 3 | 3 | 86.50-88.19 | sgd 3^2: 86.50 (train 99.70) | layca-sgd 3^-2: 88.19 "
+            "(train 98.92) |") in lines
+    assert lines[-1].endswith("3^-2: 0.60 [0.20, 0.90] (n = 6).")
