@@ -28,7 +28,7 @@ test: $(STAMP)
 # on real Fashion-MNIST, about five hours on a 2-core CPU. --resume continues an interrupted study,
 # from the committed store alone on a machine without Tune's state.
 study: $(STAMP)
-	for spec in rho sgd adaptive alpha; do \
+	for spec in rho sgd sgd-edge alpha adaptive; do \
 		$(VENV)/bin/layrot sweep sweeps/study-$$spec.yaml --store $(STUDY) --resume || exit 1; \
 	done
 	$(MAKE) study-docs
