@@ -15,6 +15,7 @@ import pandas as pd
 
 from analysis.load import load
 from analysis.replay import COLUMNS, ETAS, GRACES, Pool, notes, pool_of, replay, tuning_grid
+from layrot.run import FINISHED
 from sweeps.pruning import DEFAULT_ETA, DEFAULT_GRACE, POLICIES, ROTATION_SCORE, SCORES
 
 TARGET_SAVED, TARGET_REGRET = 0.5, 0.3     # the goal: half the epochs saved, at most 0.3 points lost
@@ -155,8 +156,9 @@ def render(stores: list[str]) -> dict[str, str]:
         pool = pool_of(results)
         table, _ = replay(pool, list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)
         grid = tuning_grid(pool)
+        # A sweep without a finished trial (one that has just started) has no regret to compare.
         by_sweep = [(s, replay(pool.of_sweep(s), list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)[0])
-                    for s in results.sweeps]
+                    for s in results.sweeps if pool.of_sweep(s).trials["status"].isin(FINISHED).any()]
         summary += [*_summary(store, pool, table, grid), ""]
         details += [*_details(store, pool, grid, by_sweep), ""]
     return {name: "\n".join([markers(name)[0], "", *lines, markers(name)[1]])

@@ -82,7 +82,8 @@ def outcome(pool: Pool, stopped_at: dict[str, int], policy: str) -> dict:
     """A policy's row of the table from where it stopped each trial."""
     trials = pool.trials
     finished = trials[trials["status"].isin(FINISHED)]
-    let_finish = finished[[stopped_at[t] == n for t, n in zip(finished["trial_id"], finished["epochs_done"])]]
+    ran_all = [stopped_at[t] == n for t, n in zip(finished["trial_id"], finished["epochs_done"])]
+    let_finish = finished.loc[pd.Series(ran_all, index=finished.index, dtype=bool)]
     chosen, best = _best(let_finish), _best(finished)
     planned, ran = int(trials["epochs"].sum()), int(sum(stopped_at.values()))
     return {

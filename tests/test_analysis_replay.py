@@ -117,6 +117,15 @@ def test_pruned_trials_of_a_store_are_unfinished(small_store):
     assert notes(pool)[0].startswith("2 trial(s) did not finish in the store (1 pruned, 1 running)")
 
 
+def test_a_pool_with_no_finished_trial_has_no_pick(small_store):
+    """A sweep that has only just started (every trial running): nothing to choose, no error."""
+    pool = pool_of(load(small_store))
+    pool.trials["status"] = "running"
+    table, _ = replay(pool, ["none", "rotation"], 1, 3)
+    assert table.chosen_trial.isna().all() and table.regret_pts.isna().all()
+    assert table.epochs_run.iloc[0] == sum(map(len, pool.histories.values()))  # "none" runs every stored epoch
+
+
 def test_the_documents_numbers_are_the_replays(monkeypatch, tmp_path, capsys):
     """docs/pruning.md and the README carry the replay's blocks of the committed stores (the
     30-epoch study and the 100-epoch one); one changed number in a copy is caught (one render
