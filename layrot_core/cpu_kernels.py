@@ -23,7 +23,11 @@ from typing import Any
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "layca_cpu.cpp"
-FLAGS = ["-O3", "-fopenmp-simd"]  # portable code (no -march=native): a cache may be shared by nodes
+# Portable code (no -march=native: a cache may be shared by nodes). Where torch's threads are
+# OpenMP's, at::parallel_for is OpenMP code compiled into the kernel: without -fopenmp it would
+# run on one thread. The library then links the libgomp torch has already loaded.
+OPENMP = ["-fopenmp"] if torch._C.has_openmp else []
+FLAGS = ["-O3", *(OPENMP or ["-fopenmp-simd"])]
 ENV_SWITCH = "LAYROT_CPU_KERNELS"
 _NOT_LOADED = object()
 _ops: Any = _NOT_LOADED
@@ -73,7 +77,7 @@ def _load() -> None:
     # ninja from pip sits next to this Python, which need not be on PATH (a venv used unactivated)
     os.environ["PATH"] = os.pathsep.join([sysconfig.get_path("scripts"), path])
     try:
-        cpp_extension.load("layrot_cpu", [str(SOURCE)], extra_cflags=FLAGS, build_directory=str(folder),
-                           is_python_module=False)
+        cpp_extension.load("layrot_cpu", [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=OPENMP,
+                           build_directory=str(folder), is_python_module=False)
     finally:
         os.environ["PATH"] = path

@@ -2,21 +2,23 @@
 //
 // A Layca step needs w . w, w . s and s . s before it can write a * w + b * s. Per tensor, the
 // first pass reads w and s once for the three sums, the second writes the update: a tensor that
-// fits in cache is read from memory once. Everything is computed in double (products of floats
-// are exact there, so a step nearly parallel to w keeps its small orthogonal part). Sums run
-// over blocks of kBlock elements, and the blocks are added in a fixed order: results do not
-// depend on the number of threads.
+// fits in cache is read from memory once. The sums are computed in double (products of floats
+// are exact there, so a step nearly parallel to w keeps its small orthogonal part), and so is
+// the update, except where nothing can cancel in it (float32 weights, a step at least 60 degrees
+// from w: update_float). Sums run over blocks of kBlock elements, and the blocks are added in a
+// fixed order: results do not depend on the number of threads (at::parallel_for, OpenMP).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
-// One build runs on every x86-64 CPU, and uses AVX2 where there is one.
+// One build runs on every x86-64 CPU, and uses AVX2 and FMA (x86-64-v3) where they are.
 #if defined(__linux__) && defined(__x86_64__)
-#define LAYROT_CLONES __attribute__((target_clones("avx2", "default")))
+#define LAYROT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define LAYROT_CLONES
 #endif
@@ -99,12 +101,35 @@ LAYROT_CLONES void block_update(T* p, const T* t, int64_t n, double a, double b)
   }
 }
 
+// p <- a * w + b * g in float (w = p, s = g). For a step at least 60 degrees from w
+// (kFarFromParallel) |a w| and |b g| are both below about 1.2 ||w0||, so nothing cancels: each
+// element is off by a few float roundings of ||w0||, an angle error near 1e-7 that does not
+// accumulate (the next step's sums measure w afresh). The pass then runs at memory speed
+// instead of converting every element to double.
+LAYROT_CLONES void block_update_float(float* p, const float* g, int64_t n, float a, float b) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = a * p[i] + b * g[i];
+  }
+}
+
 template <typename T, bool Displaced>
 void update(T* p, const T* t, int64_t n, double a, double b) {
   at::parallel_for(0, n, kBlock * kBlocksPerTask, [&](int64_t begin, int64_t end) {
     block_update<T, Displaced>(p + begin, t + begin, end - begin, a, b);
   });
 }
+
+void update_float(float* p, const float* g, int64_t n, double a, double b) {
+  at::parallel_for(0, n, kBlock * kBlocksPerTask, [&](int64_t begin, int64_t end) {
+    block_update_float(p + begin, g + begin, end - begin, static_cast<float>(a), static_cast<float>(b));
+  });
+}
+
+// (w . s)^2 <= kFarFromParallel (w . w)(s . s): w and s at least 60 degrees apart.
+constexpr double kFarFromParallel = 0.25;
+// Coefficients this large (a gradient of norm near float's smallest) stay in double.
+constexpr double kFloatSafe = 1e30;
 
 struct Coefficients {
   double a, b, norm0;
@@ -129,6 +154,9 @@ void rotate_pair(T* p, const T* t, int64_t n, double* norm0, double rate, double
   *norm0 = c.norm0;
   if (displaced) {
     update<T, true>(p, t, n, c.a, c.b);
+  } else if (std::is_same_v<T, float> && s.ws * s.ws <= kFarFromParallel * s.ww * s.ss &&
+             std::abs(c.a) < kFloatSafe && std::abs(c.b) < kFloatSafe) {
+    update_float(reinterpret_cast<float*>(p), reinterpret_cast<const float*>(t), n, c.a, c.b * sign);
   } else {
     update<T, false>(p, t, n, c.a, c.b * sign);
   }
