@@ -64,6 +64,13 @@ class Results:
     def rotation(self) -> pd.DataFrame:
         return self._read("rotation", self._files["rotation"])
 
+    def of_sweeps(self, sweeps: Iterable[str]) -> "Results":
+        """The same store restricted to the trials of ``sweeps``."""
+        keep = set(sweeps)
+        files = {t: {k: p for k, p in by_trial.items() if k[0] in keep} for t, by_trial in self._files.items()}
+        trials = self.trials[self.trials["sweep"].isin(keep)].reset_index(drop=True)
+        return Results(self.store, trials, files, self._fs, self.skipped, self._threads)
+
     def rows_of(self, table: str, trials: pd.DataFrame) -> pd.DataFrame:
         """The "epochs" or "rotation" rows of the given trials (rows of ``self.trials``)."""
         wanted = set(zip(trials["sweep"], trials["trial_id"]))

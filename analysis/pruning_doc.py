@@ -14,6 +14,7 @@ import sys
 import pandas as pd
 
 from analysis.load import load
+from analysis.reproduction import in_progress
 from analysis.replay import COLUMNS, ETAS, GRACES, Pool, notes, pool_of, replay, tuning_grid
 from layrot.run import FINISHED
 from sweeps.pruning import DEFAULT_ETA, DEFAULT_GRACE, POLICIES, ROTATION_SCORE, SCORES
@@ -153,6 +154,8 @@ def render(stores: list[str]) -> dict[str, str]:
     summary, details = [], []
     for store in stores:
         results = load(store)
+        running = in_progress(results)  # as in the reproduction numbers: whole sweeps only
+        results = results.of_sweeps(s for s in results.sweeps if s not in running)
         pool = pool_of(results)
         table, _ = replay(pool, list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)
         grid = tuning_grid(pool)
@@ -160,6 +163,9 @@ def render(stores: list[str]) -> dict[str, str]:
         by_sweep = [(s, replay(pool.of_sweep(s), list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)[0])
                     for s in results.sweeps if pool.of_sweep(s).trials["status"].isin(FINISHED).any()]
         summary += [*_summary(store, pool, table, grid), ""]
+        if running:
+            summary += ["In progress, not replayed: " + ", ".join(
+                f"{s} ({ended} of {planned} trials ended)" for s, (ended, planned) in running.items()) + ".", ""]
         details += [*_details(store, pool, grid, by_sweep), ""]
     return {name: "\n".join([markers(name)[0], "", *lines, markers(name)[1]])
             for name, lines in (("summary", summary), ("details", details))}

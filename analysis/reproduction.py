@@ -24,7 +24,8 @@ from analysis import rank
 from analysis.configurations import best_per_setting, configurations, paired_difference, seeds_of
 from analysis.load import Results, load
 from analysis.preregistration import threshold
-from layrot.run import rate_label
+from layrot.run import ENDED, rate_label
+from sweeps.store import read_sweep_files
 
 REFERENCE = "layca-sgd"
 # The confound: configurations of similar final rotation (mean over layers) reached with other
@@ -63,6 +64,9 @@ def _correlation_lines(trials: pd.DataFrame, min_train_acc: float, n_boot: int) 
     pools = {"all": configs, REFERENCE: configs[configs["setting"] == REFERENCE],
              "without Layca": configs[~configs["setting"].str.startswith("layca-")]}
     for pool, group in pools.items():
+        if group.empty:
+            lines.append(f"| {pool} | | 0 / 0 | no configurations | | | |")
+            continue
         table = rank.correlations(group.assign(task=pool), n_boot)
         for row in table[table["family"] == rank.ALL_FAMILIES].to_dict("records"):
             lines.append(f"| {pool} | {rank.MEASURES[row['measure']]} | {row['n']} / {len(group)} | "
@@ -80,6 +84,8 @@ def render(results: Results, block: str, min_train_acc: float | None = None, n_b
     """The Markdown block of every number docs/reproduction.md quotes: at the study's
     pre-registered threshold (or ``min_train_acc``, announced as a departure), and the
     correlations again at each ``exploratory`` threshold, labelled as chosen after the runs."""
+    running = in_progress(results)
+    results = results.of_sweeps(s for s in results.sweeps if s not in running)
     trials = results.trials
     rule = threshold(results.store, results.sweeps, min_train_acc)
     configs = configurations(trials, rule.value)
@@ -87,8 +93,13 @@ def render(results: Results, block: str, min_train_acc: float | None = None, n_b
     lines = [begin(block), "", f"Store: {len(trials)} trials "
              f"({', '.join(f'{n} {s}' for s, n in trials['status'].value_counts().sort_index().items())}) in "
              f"{len(configs)} configurations, sweeps {', '.join(results.sweeps)}.", ""]
+    if running:
+        lines += ["In progress, not in these numbers: " + ", ".join(
+            f"{s} ({ended} of {planned} trials ended)" for s, (ended, planned) in running.items()) + ".", ""]
     if banner := rule.banner():
         lines += [f"**{banner}**", ""]
+    if configs.empty:
+        return "\n".join([*lines, "No sweep of this store has finished yet.", "", end(block)])
     lines += [f"Training-accuracy threshold {rule.value:g} (pre-registered: {rule.registered:g}, {rule.source}). "
               "Configurations whose seed-mean final training accuracy reaches: "
               + ", ".join(f"{t:g}: {int((configs['train_acc_mean'] >= t).sum())}" for t in (0.99, 0.98, 0.95, 0.9))
@@ -190,7 +201,7 @@ def _confound_lines(configs: pd.DataFrame, within: pd.DataFrame) -> list[str]:
                      f"{_pct(low['test_acc_mean'])}{'' if len(group) == 1 else '-' + _pct(high['test_acc_mean'])} | {_name(low)}: "
                      f"{_pct(low['test_acc_mean'])} (train {_pct(low['train_acc_mean'])}) | {_name(high)}: "
                      f"{_pct(high['test_acc_mean'])} (train {_pct(high['train_acc_mean'])}) |")
-    mean = within[within["measure"] == "rotation_mean_mean"]
+    mean = within[within["measure"] == "rotation_mean_mean"] if not within.empty else within
     lines += ["", "**Within one rho(0)** (fitting configurations of that rate only; Kendall tau-b of the final "
               "rotation mean with test accuracy): "
               + "; ".join(f"{rate_label(r['rho0'])}: {rank.interval_text(r, 'kendall')}"
@@ -198,6 +209,19 @@ def _confound_lines(configs: pd.DataFrame, within: pd.DataFrame) -> list[str]:
                           for r in mean.to_dict("records")) + "." if len(mean) else
               "**Within one rho(0)**: no rate has fitting configurations."]
     return lines
+
+
+def in_progress(results: Results) -> dict[str, tuple[int, int]]:
+    """Sweeps of the store with grid points not yet ended -> (trials ended, grid size): their
+    configurations would enter with some seeds missing, so a study's numbers wait for them."""
+    files = read_sweep_files(results.store)
+    ended = results.trials[results.trials["status"].isin(ENDED)].groupby("sweep").size()
+    out = {}
+    for sweep in results.sweeps:
+        planned, done = len((files.get(sweep) or {}).get("grid") or []), int(ended.get(sweep, 0))
+        if done < planned:
+            out[sweep] = (done, planned)
+    return out
 
 
 def _alpha_lines(trials: pd.DataFrame, configs: pd.DataFrame, rate: float) -> list[str]:

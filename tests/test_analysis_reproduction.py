@@ -57,3 +57,31 @@ def test_the_confound_table_bins_configurations_by_rotation_and_names_the_extrem
     assert ("| [0.8, 0.9) | 3 | 3 | 86.50-88.19 | sgd 3^2: 86.50 (train 99.70) | layca-sgd 3^-2: 88.19 "
             "(train 98.92) |") in lines
     assert lines[-1].endswith("3^-2: 0.60 [0.20, 0.90] (n = 6).")
+
+
+def test_a_sweep_in_progress_stays_out_of_the_numbers(tmp_path):
+    """A sweep whose grid has points still to run would enter with seeds missing: the block
+    names it and counts only the finished sweeps."""
+    from run_records import epoch_record
+
+    from analysis.load import load
+    from analysis.reproduction import in_progress, render
+    from layrot.run import resolve
+    from sweeps.store import TrialRecord, write_sweep_file
+
+    store = str(tmp_path / "store")
+    for sweep, statuses in (("done", ["completed", "diverged"]), ("busy", ["completed", "running"])):
+        write_sweep_file(store, sweep, {"grid": ["a", "b", "c"] if sweep == "busy" else ["a", "b"],
+                                        "analysis": {"min_train_acc": 0.99}})
+        for i, status in enumerate(statuses):
+            rec = TrialRecord(sweep, f"{sweep}{i}", resolve({"task": "fmnist-quick", "setting": "layca-sgd",
+                                                              "rho0": 0.1 * (i + 1), "epochs": 2}))
+            for e in (1, 2):
+                rec.add_epoch(epoch_record(e, 0.5, [0.3, 0.4]))
+            rec.finish(status)
+            rec.write(store)
+    results = load(store)
+    assert in_progress(results) == {"busy": (1, 3)}
+    block = render(results, "x", n_boot=10)
+    assert "Store: 2 trials (1 completed, 1 diverged) in 2 configurations, sweeps done." in block
+    assert "In progress, not in these numbers: busy (1 of 3 trials ended)." in block
