@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layrot.run import analysis_settings
+from analysis.load import Results
+from layrot.run import ENDED, analysis_settings
 from sweeps.store import read_sweep_files
 
 
@@ -45,3 +46,17 @@ def threshold(store: str, sweeps: list[str], given: float | None = None) -> Thre
               else "the default: no sweep of this store registered one")
     value = values[0] if given is None else float(analysis_settings({"min_train_acc": given})["min_train_acc"])
     return Threshold(value, values[0], source)
+
+
+def whole_sweeps(results: Results) -> tuple[Results, str]:
+    """``results`` without the sweeps whose registered grid has points not yet ended (their
+    configurations would enter with seeds missing, so a study's numbers wait for them), and
+    those sweeps in words, e.g. "study-adaptive (12 of 84 trials ended)" ("" when none)."""
+    files = read_sweep_files(results.store)
+    ended = results.trials[results.trials["status"].isin(ENDED)].groupby("sweep").size()
+    running = {}
+    for sweep in results.sweeps:
+        planned, done = len((files.get(sweep) or {}).get("grid") or []), int(ended.get(sweep, 0))
+        if done < planned:
+            running[sweep] = f"{sweep} ({done} of {planned} trials ended)"
+    return results.of_sweeps(s for s in results.sweeps if s not in running), ", ".join(running.values())

@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 
 from analysis.load import load
-from analysis.reproduction import in_progress
+from analysis.preregistration import whole_sweeps
 from analysis.replay import COLUMNS, ETAS, GRACES, Pool, notes, pool_of, replay, tuning_grid
 from layrot.run import FINISHED
 from sweeps.pruning import DEFAULT_ETA, DEFAULT_GRACE, POLICIES, ROTATION_SCORE, SCORES
@@ -153,19 +153,17 @@ def render(stores: list[str]) -> dict[str, str]:
     """The blocks (name -> text, markers included) for the given stores."""
     summary, details = [], []
     for store in stores:
-        results = load(store)
-        running = in_progress(results)  # as in the reproduction numbers: whole sweeps only
-        results = results.of_sweeps(s for s in results.sweeps if s not in running)
+        results, running = whole_sweeps(load(store))  # as in the reproduction numbers
         pool = pool_of(results)
         table, _ = replay(pool, list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)
         grid = tuning_grid(pool)
         # A sweep without a finished trial (one that has just started) has no regret to compare.
-        by_sweep = [(s, replay(pool.of_sweep(s), list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)[0])
-                    for s in results.sweeps if pool.of_sweep(s).trials["status"].isin(FINISHED).any()]
+        pools = [pool.of_sweep(s) for s in results.sweeps]
+        by_sweep = [(s, replay(p, list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)[0])
+                    for s, p in zip(results.sweeps, pools) if p.trials["status"].isin(FINISHED).any()]
         summary += [*_summary(store, pool, table, grid), ""]
         if running:
-            summary += ["In progress, not replayed: " + ", ".join(
-                f"{s} ({ended} of {planned} trials ended)" for s, (ended, planned) in running.items()) + ".", ""]
+            summary += [f"In progress, not replayed: {running}.", ""]
         details += [*_details(store, pool, grid, by_sweep), ""]
     return {name: "\n".join([markers(name)[0], "", *lines, markers(name)[1]])
             for name, lines in (("summary", summary), ("details", details))}

@@ -23,9 +23,8 @@ import pandas as pd
 from analysis import rank
 from analysis.configurations import best_per_setting, configurations, paired_difference, seeds_of
 from analysis.load import Results, load
-from analysis.preregistration import threshold
-from layrot.run import ENDED, rate_label
-from sweeps.store import read_sweep_files
+from analysis.preregistration import threshold, whole_sweeps
+from layrot.run import rate_label
 
 REFERENCE = "layca-sgd"
 # The confound: configurations of similar final rotation (mean over layers) reached with other
@@ -84,8 +83,7 @@ def render(results: Results, block: str, min_train_acc: float | None = None, n_b
     """The Markdown block of every number docs/reproduction.md quotes: at the study's
     pre-registered threshold (or ``min_train_acc``, announced as a departure), and the
     correlations again at each ``exploratory`` threshold, labelled as chosen after the runs."""
-    running = in_progress(results)
-    results = results.of_sweeps(s for s in results.sweeps if s not in running)
+    results, running = whole_sweeps(results)
     trials = results.trials
     rule = threshold(results.store, results.sweeps, min_train_acc)
     configs = configurations(trials, rule.value)
@@ -94,8 +92,7 @@ def render(results: Results, block: str, min_train_acc: float | None = None, n_b
              f"({', '.join(f'{n} {s}' for s, n in trials['status'].value_counts().sort_index().items())}) in "
              f"{len(configs)} configurations, sweeps {', '.join(results.sweeps)}.", ""]
     if running:
-        lines += ["In progress, not in these numbers: " + ", ".join(
-            f"{s} ({ended} of {planned} trials ended)" for s, (ended, planned) in running.items()) + ".", ""]
+        lines += [f"In progress, not in these numbers: {running}.", ""]
     if banner := rule.banner():
         lines += [f"**{banner}**", ""]
     if configs.empty:
@@ -209,19 +206,6 @@ def _confound_lines(configs: pd.DataFrame, within: pd.DataFrame) -> list[str]:
                           for r in mean.to_dict("records")) + "." if len(mean) else
               "**Within one rho(0)**: no rate has fitting configurations."]
     return lines
-
-
-def in_progress(results: Results) -> dict[str, tuple[int, int]]:
-    """Sweeps of the store with grid points not yet ended -> (trials ended, grid size): their
-    configurations would enter with some seeds missing, so a study's numbers wait for them."""
-    files = read_sweep_files(results.store)
-    ended = results.trials[results.trials["status"].isin(ENDED)].groupby("sweep").size()
-    out = {}
-    for sweep in results.sweeps:
-        planned, done = len((files.get(sweep) or {}).get("grid") or []), int(ended.get(sweep, 0))
-        if done < planned:
-            out[sweep] = (done, planned)
-    return out
 
 
 def _alpha_lines(trials: pd.DataFrame, configs: pd.DataFrame, rate: float) -> list[str]:

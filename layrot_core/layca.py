@@ -162,7 +162,9 @@ class Layca(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_snapshot_buffers", {})  # not pickled: rebuilt at the next step
-        if "base" in self.__dict__:  # load_state_dict() gave us new groups and state: share them
+        # load_state_dict() gave us a new state: share it (the base's group copies are rebuilt
+        # at its next step)
+        if "base" in self.__dict__:
             self.base.__setstate__({"state": self.state, "param_groups": []})
 
     @torch.no_grad()

@@ -65,7 +65,8 @@ def test_a_sweep_in_progress_stays_out_of_the_numbers(tmp_path):
     from run_records import epoch_record
 
     from analysis.load import load
-    from analysis.reproduction import in_progress, render
+    from analysis.preregistration import whole_sweeps
+    from analysis.reproduction import render
     from layrot.run import resolve
     from sweeps.store import TrialRecord, write_sweep_file
 
@@ -81,7 +82,8 @@ def test_a_sweep_in_progress_stays_out_of_the_numbers(tmp_path):
             rec.finish(status)
             rec.write(store)
     results = load(store)
-    assert in_progress(results) == {"busy": (1, 3)}
+    finished, running = whole_sweeps(results)
+    assert (finished.sweeps, running) == (["done"], "busy (1 of 3 trials ended)")
     block = render(results, "x", n_boot=10)
     assert "Store: 2 trials (1 completed, 1 diverged) in 2 configurations, sweeps done." in block
     assert "In progress, not in these numbers: busy (1 of 3 trials ended)." in block
