@@ -66,9 +66,13 @@ class Results:
 
     def of_sweeps(self, sweeps: Iterable[str]) -> "Results":
         """The same store restricted to the trials of ``sweeps``."""
-        keep = set(sweeps)
-        files = {t: {k: p for k, p in by_trial.items() if k[0] in keep} for t, by_trial in self._files.items()}
-        trials = self.trials[self.trials["sweep"].isin(keep)].reset_index(drop=True)
+        return self.of_trials(self.trials["sweep"].isin(set(sweeps)))
+
+    def of_trials(self, keep: pd.Series) -> "Results":
+        """The same store restricted to the trials (rows of ``trials``) where ``keep`` is true."""
+        trials = self.trials[keep].reset_index(drop=True)
+        kept = set(zip(trials["sweep"], trials["trial_id"]))
+        files = {t: {k: p for k, p in by_trial.items() if k in kept} for t, by_trial in self._files.items()}
         return Results(self.store, trials, files, self._fs, self.skipped, self._threads)
 
     def rows_of(self, table: str, trials: pd.DataFrame) -> pd.DataFrame:

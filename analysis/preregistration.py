@@ -3,7 +3,11 @@ read back from the store's sweep files, so a report judges a study by the rule i
 """
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
+
+import pandas as pd
 
 from analysis.load import Results
 from layrot.run import ENDED, analysis_settings
@@ -48,15 +52,25 @@ def threshold(store: str, sweeps: list[str], given: float | None = None) -> Thre
     return Threshold(value, values[0], source)
 
 
-def whole_sweeps(results: Results) -> tuple[Results, str]:
-    """``results`` without the sweeps whose registered grid has points not yet ended (their
-    configurations would enter with seeds missing, so a study's numbers wait for them), and
-    those sweeps in words, e.g. "study-adaptive (12 of 84 trials ended)" ("" when none)."""
+def ended_part(results: Results, by_setting: bool = False) -> tuple[Results, str]:
+    """``results`` without the parts whose registered grid has points not yet ended (their
+    configurations would enter with seeds missing, so a study's numbers wait for them), and what
+    was left out in words ("" when nothing). A part is a sweep, or with ``by_setting`` a setting
+    of a sweep: a setting is judged on its own grid (its best rate), while a pruning replay
+    needs a sweep's trials as they ran together. E.g. "study-adaptive (40 of 84 trials ended;
+    settings in: adam, layca-adam)"."""
     files = read_sweep_files(results.store)
-    ended = results.trials[results.trials["status"].isin(ENDED)].groupby("sweep").size()
-    running = {}
+    trials = results.trials
+    ended = trials[trials["status"].isin(ENDED)].groupby(["sweep", "setting"]).size()
+    keep, running = pd.Series(True, index=trials.index), []
     for sweep in results.sweeps:
-        planned, done = len((files.get(sweep) or {}).get("grid") or []), int(ended.get(sweep, 0))
-        if done < planned:
-            running[sweep] = f"{sweep} ({done} of {planned} trials ended)"
-    return results.of_sweeps(s for s in results.sweeps if s not in running), ", ".join(running.values())
+        planned = Counter(json.loads(point)["setting"] for point in (files.get(sweep) or {}).get("grid") or [])
+        done = {s: min(int(ended.get((sweep, s), 0)), n) for s, n in planned.items()}
+        whole = [s for s, n in planned.items() if done[s] == n]
+        if len(whole) == len(planned):
+            continue
+        kept = whole if by_setting else []
+        keep &= (trials["sweep"] != sweep) | trials["setting"].isin(kept)
+        running.append(f"{sweep} ({sum(done.values())} of {sum(planned.values())} trials ended"
+                       + (f"; settings in: {', '.join(kept)})" if kept else ")"))
+    return results.of_trials(keep), ", ".join(running)

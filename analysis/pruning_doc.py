@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 
 from analysis.load import load
-from analysis.preregistration import whole_sweeps
+from analysis.preregistration import ended_part
 from analysis.replay import COLUMNS, ETAS, GRACES, Pool, notes, pool_of, replay, tuning_grid
 from layrot.run import FINISHED
 from sweeps.pruning import DEFAULT_ETA, DEFAULT_GRACE, POLICIES, ROTATION_SCORE, SCORES
@@ -153,7 +153,7 @@ def render(stores: list[str]) -> dict[str, str]:
     """The blocks (name -> text, markers included) for the given stores."""
     summary, details = [], []
     for store in stores:
-        results, running = whole_sweeps(load(store))  # as in the reproduction numbers
+        results, running = ended_part(load(store))  # whole sweeps, as they ran
         pool = pool_of(results)
         table, _ = replay(pool, list(POLICIES), DEFAULT_GRACE, DEFAULT_ETA)
         grid = tuning_grid(pool)

@@ -23,7 +23,7 @@ import pandas as pd
 from analysis import rank
 from analysis.configurations import best_per_setting, configurations, paired_difference, seeds_of
 from analysis.load import Results, load
-from analysis.preregistration import threshold, whole_sweeps
+from analysis.preregistration import ended_part, threshold
 from layrot.run import rate_label
 
 REFERENCE = "layca-sgd"
@@ -83,7 +83,7 @@ def render(results: Results, block: str, min_train_acc: float | None = None, n_b
     """The Markdown block of every number docs/reproduction.md quotes: at the study's
     pre-registered threshold (or ``min_train_acc``, announced as a departure), and the
     correlations again at each ``exploratory`` threshold, labelled as chosen after the runs."""
-    results, running = whole_sweeps(results)
+    results, running = ended_part(results, by_setting=True)
     trials = results.trials
     rule = threshold(results.store, results.sweeps, min_train_acc)
     configs = configurations(trials, rule.value)
@@ -92,7 +92,7 @@ def render(results: Results, block: str, min_train_acc: float | None = None, n_b
              f"({', '.join(f'{n} {s}' for s, n in trials['status'].value_counts().sort_index().items())}) in "
              f"{len(configs)} configurations, sweeps {', '.join(results.sweeps)}.", ""]
     if running:
-        lines += [f"In progress, not in these numbers: {running}.", ""]
+        lines += [f"In progress, only the settings whose whole grid has ended in these numbers: {running}.", ""]
     if banner := rule.banner():
         lines += [f"**{banner}**", ""]
     if configs.empty:

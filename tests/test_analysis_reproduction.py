@@ -1,4 +1,5 @@
 """The committed reproduction numbers are the committed stores' numbers."""
+import json
 from pathlib import Path
 
 import pytest
@@ -59,31 +60,41 @@ def test_the_confound_table_bins_configurations_by_rotation_and_names_the_extrem
     assert lines[-1].endswith("3^-2: 0.60 [0.20, 0.90] (n = 6).")
 
 
-def test_a_sweep_in_progress_stays_out_of_the_numbers(tmp_path):
-    """A sweep whose grid has points still to run would enter with seeds missing: the block
-    names it and counts only the finished sweeps."""
+def test_a_setting_in_progress_stays_out_of_the_numbers(tmp_path):
+    """A setting whose grid has points still to run would enter with seeds missing (and its best
+    chosen from part of its grid): the reproduction block names it and counts the settings that
+    have ended, while a pruning replay leaves the whole sweep out (its trials ran together)."""
     from run_records import epoch_record
 
     from analysis.load import load
-    from analysis.preregistration import whole_sweeps
+    from analysis.preregistration import ended_part
     from analysis.reproduction import render
     from layrot.run import resolve
     from sweeps.store import TrialRecord, write_sweep_file
 
     store = str(tmp_path / "store")
-    for sweep, statuses in (("done", ["completed", "diverged"]), ("busy", ["completed", "running"])):
-        write_sweep_file(store, sweep, {"grid": ["a", "b", "c"] if sweep == "busy" else ["a", "b"],
+    sweeps = {"done": [("layca-sgd", "completed"), ("layca-sgd", "diverged")],
+              "busy": [("sgd", "completed"), ("sgd", "completed"), ("adam", "completed"), ("adam", "running")]}
+    for sweep, trials in sweeps.items():
+        write_sweep_file(store, sweep, {"grid": [json.dumps({"setting": s, "i": i}) for i, (s, _) in enumerate(trials)]
+                                        + ([json.dumps({"setting": "adam", "i": 9})] if sweep == "busy" else []),
                                         "analysis": {"min_train_acc": 0.99}})
-        for i, status in enumerate(statuses):
-            rec = TrialRecord(sweep, f"{sweep}{i}", resolve({"task": "fmnist-quick", "setting": "layca-sgd",
+        for i, (setting, status) in enumerate(trials):
+            rec = TrialRecord(sweep, f"{sweep}{i}", resolve({"task": "fmnist-quick", "setting": setting,
                                                               "rho0": 0.1 * (i + 1), "epochs": 2}))
             for e in (1, 2):
                 rec.add_epoch(epoch_record(e, 0.5, [0.3, 0.4]))
             rec.finish(status)
             rec.write(store)
     results = load(store)
-    finished, running = whole_sweeps(results)
-    assert (finished.sweeps, running) == (["done"], "busy (1 of 3 trials ended)")
+    by_sweep, running = ended_part(results)
+    assert (by_sweep.sweeps, running) == (["done"], "busy (3 of 5 trials ended)")
+    by_setting, running = ended_part(results, by_setting=True)
+    assert sorted(set(zip(by_setting.trials["sweep"], by_setting.trials["setting"]))) == [
+        ("busy", "sgd"), ("done", "layca-sgd")]
+    assert running == "busy (3 of 5 trials ended; settings in: sgd)"
+    assert len(by_setting.epochs) == 8 and set(by_setting.epochs["trial_id"]) == {"done0", "done1", "busy0", "busy1"}
     block = render(results, "x", n_boot=10)
-    assert "Store: 2 trials (1 completed, 1 diverged) in 2 configurations, sweeps done." in block
-    assert "In progress, not in these numbers: busy (1 of 3 trials ended)." in block
+    assert "Store: 4 trials (3 completed, 1 diverged) in 4 configurations, sweeps busy, done." in block
+    assert ("In progress, only the settings whose whole grid has ended in these numbers: "
+            "busy (3 of 5 trials ended; settings in: sgd).") in block
