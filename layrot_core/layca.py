@@ -15,8 +15,8 @@ Both implementations compute the new weight as ``a * w + b * s`` with two scalar
 closed form from the three sums ``w . w``, ``w . s`` and ``s . s``, taken in one pass over w
 and s; sums, scalars and the update are computed in float64 (the products of float32 values
 are exact there), so a step nearly parallel to w still turns by atan(rate). (The CPU kernel
-writes the update of a float32 weight in float32 when the step is at least 60 degrees from w,
-where nothing cancels: memory speed, an angle error near 1e-7.) Neither reads a value on the
+sums and writes a float32 weight in float32 when its gradient is at least 60 degrees from it,
+where nothing cancels: memory speed, an angle error near 1e-8.) Neither reads a value on the
 host: a GPU step never waits for the GPU.
 
 Where the step comes from:

@@ -205,6 +205,21 @@ def test_near_parallel_steps_still_turn_by_atan_rate(dtype, cpu_path):
         assert angle(w, w0.to(dtype)) == pytest.approx(math.atan(RATE), rel=1e-4), ratio
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e-18, 1.0, 1e18, 1e30])
+def test_float32_steps_turn_by_atan_rate_at_any_gradient_scale(scale, cpu_path):
+    """The kernel sums a float32 layer and its gradient in float where nothing cancels; squares
+    of gradients near float's limits would underflow or overflow there (the sums fall back to
+    double). A step's angle does not depend on the gradient's scale."""
+    torch.manual_seed(0)
+    w0 = torch.randn(5000)
+    w = nn.Parameter(w0.clone())
+    opt = lc.Layca([w], lr=RATE)
+    w.grad = torch.randn(5000) * scale
+    opt.step()
+    assert angle(w, w0) == pytest.approx(math.atan(RATE), rel=1e-6)
+    assert w.detach().double().norm().item() == pytest.approx(w0.double().norm().item(), rel=1e-6)
+
+
 def test_no_host_reads_in_a_torch_ops_step(monkeypatch):
     """The path GPUs run reads nothing back on the host (a read would wait for the device)."""
     monkeypatch.setattr(cpu_kernels, "_ops", None)
