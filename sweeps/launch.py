@@ -155,13 +155,26 @@ def _experiment(spec: SweepSpec, store: str) -> str:
     return _join(store, TUNE_DIR, spec.name)
 
 
+def tune_state_restorable(spec: SweepSpec, store: str) -> bool:
+    """Whether Tune's state of the sweep can be restored: its tuner.pkl (``Tuner.can_restore``)
+    and a snapshot of its trials (experiment_state-*.json). A driver killed within its first
+    seconds leaves the first without the second, and ``Tuner.restore`` then creates the trials
+    anew with an empty config."""
+    from ray.tune import Tuner
+
+    experiment = _experiment(spec, store)
+    if not Tuner.can_restore(experiment):
+        return False
+    fs, root = open_store(experiment)
+    return any(info.base_name.startswith("experiment_state-") and info.base_name.endswith(".json")
+               for info in fs.get_file_info(pafs.FileSelector(root)))
+
+
 def previous_state(spec: SweepSpec, store: str, resume: bool) -> str:
     """How the sweep starts: "new", "tune" (restore Tune's state) or "store" (from the store
     alone, ``sweeps.resume``). Refuses to start over a sweep that already ran, or to resume
     one with a changed grid."""
-    from ray.tune import Tuner
-
-    tune_state = Tuner.can_restore(_experiment(spec, store))
+    tune_state = tune_state_restorable(spec, store)
     if not (tune_state or recorded_grid(store, spec.name) is not None or sweep_exists(store, spec.name)):
         return "new"
     if not resume:

@@ -111,3 +111,14 @@ def test_previous_state_chooses_how_to_start(half_done_store, tmp_path):
     assert previous_state(SPEC, str(half_done_store), resume=True) == "store"
     with pytest.raises(ValueError, match="sweep 'r' already ran in .*; pass --resume"):
         previous_state(SPEC, str(half_done_store), resume=False)
+
+
+def test_tune_state_without_a_trial_snapshot_resumes_from_the_store(half_done_store):
+    """Repro: a driver killed before Tune's first snapshot of its trials leaves tuner.pkl
+    alone; Tuner.restore then created the trials with an empty config (KeyError: 'setting')."""
+    experiment = half_done_store / "_tune" / "r"
+    experiment.mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"")
+    assert previous_state(SPEC, str(half_done_store), resume=True) == "store"
+    (experiment / "experiment_state-2026-12-01_14-00-00.json").write_text("{}")
+    assert previous_state(SPEC, str(half_done_store), resume=True) == "tune"
