@@ -24,11 +24,11 @@ quick: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# The reproduction study (docs/reproduction.md): four pre-registered sweep specs of 100-epoch runs
+# The reproduction study (docs/reproduction.md): pre-registered sweep specs of 100-epoch runs
 # on real Fashion-MNIST, about five hours on a 2-core CPU. --resume continues an interrupted study,
 # from the committed store alone on a machine without Tune's state.
 study: $(STAMP)
-	for spec in rho sgd sgd-edge alpha adaptive; do \
+	for spec in rho sgd sgd-edge alpha adaptive adaptive-edge; do \
 		$(VENV)/bin/layrot sweep sweeps/study-$$spec.yaml --store $(STUDY) --resume || exit 1; \
 	done
 	$(MAKE) study-docs
