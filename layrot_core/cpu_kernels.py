@@ -2,8 +2,9 @@
 
 Why: on a CPU a Layca step is bound by memory traffic. The kernel reads each layer twice (the
 sums w . w, w . s and s . s in one pass, then the update a * w + b * s), in float64 (float32
-where nothing cancels) without copies; the torch ops take float64 copies of each layer for both. ``bench/bench_layca_step.py``
-measures either (``LAYROT_CPU_KERNELS=0`` selects the torch ops).
+where nothing cancels) without copies; the torch ops take float64 copies of each layer for
+both. ``bench/bench_layca_step.py`` measures either (``LAYROT_CPU_KERNELS=0`` selects the torch
+ops).
 
 The first use compiles them with torch.utils.cpp_extension (a C++ compiler and ninja, about 10 s)
 into ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``); later processes only load
